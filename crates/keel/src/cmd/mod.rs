@@ -1,0 +1,4 @@
+//! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> i32` (the exit code).
+pub mod check;
+pub mod sim;
+pub mod storage;
