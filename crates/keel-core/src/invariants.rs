@@ -1,0 +1,287 @@
+//! Cluster-wide safety properties as code (docs/safety.md). A `SafetyMonitor` watches every
+//! node after every event; the simulator, the model checker and the scenario tests use it.
+//! Node-local invariants (applied <= committed <= last index, commit monotonic within a life,
+//! one uncommitted configuration at a leader) are asserted inside the core itself.
+
+use crate::message::{Body, Message};
+use crate::node::{Node, Role};
+use crate::types::{Entry, EntryKind, Index, NodeId, Term};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// One of the property names in docs/safety.md, e.g. `election-safety`.
+    pub property: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.property, self.detail)
+    }
+}
+
+fn violation(property: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { property, detail })
+}
+
+/// A stable content hash of an entry (deterministic: SipHash with fixed zero keys).
+pub fn entry_hash(e: &Entry) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    e.term.hash(&mut h);
+    e.index.hash(&mut h);
+    match &e.kind {
+        EntryKind::Noop => 0u8.hash(&mut h),
+        EntryKind::Normal(d) => {
+            1u8.hash(&mut h);
+            d.hash(&mut h);
+        }
+        EntryKind::Config(m) => {
+            2u8.hash(&mut h);
+            m.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+#[derive(Clone, Debug, Default)]
+struct NodeWatch {
+    /// Highest index whose entry was checked against the global record, with its term.
+    verified: Index,
+    verified_term: Term,
+    commit: Index,
+    durable_commit: Index,
+    durable_term: Term,
+    leader_term: Term,
+    leader_last: (Index, Term),
+    sm_checked: Index,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SafetyMonitor {
+    /// Election Safety: at most one leader per term.
+    leaders: BTreeMap<Term, NodeId>,
+    /// Log Matching, inductively: every (index, term) ever seen has one content and one
+    /// predecessor term.
+    seen: BTreeMap<(Index, Term), (u64, Term)>,
+    /// State Machine Safety: the term and content of every index known committed anywhere.
+    committed: BTreeMap<Index, (Term, u64)>,
+    /// What each node applied (index -> hash), to compare across nodes.
+    applied: BTreeMap<Index, u64>,
+    nodes: BTreeMap<NodeId, NodeWatch>,
+}
+
+impl SafetyMonitor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn leaders(&self) -> &BTreeMap<Term, NodeId> {
+        &self.leaders
+    }
+
+    pub fn committed_count(&self) -> usize {
+        self.committed.len()
+    }
+
+    /// Checks every property that can be seen in one node's state. Call after every event.
+    pub fn observe(&mut self, node: &Node) -> Result<(), Violation> {
+        let id = node.id();
+        let mut w = self.nodes.remove(&id).unwrap_or_default();
+        let result = self.observe_inner(node, &mut w);
+        self.nodes.insert(id, w);
+        result
+    }
+
+    fn observe_inner(&mut self, node: &Node, w: &mut NodeWatch) -> Result<(), Violation> {
+        let id = node.id();
+        let log = node.log();
+        // applied <= committed <= last index.
+        if log.applied > log.committed || log.committed > log.last_index() {
+            return violation(
+                "index-order",
+                format!("node {id}: applied {} committed {} last {}", log.applied, log.committed, log.last_index()),
+            );
+        }
+        // Commit index monotonic (within a life here; across restarts in `observe_restart`).
+        if log.committed < w.commit {
+            return violation("commit-monotonic", format!("node {id}: commit {} after {}", log.committed, w.commit));
+        }
+        w.commit = log.committed;
+        let hs = node.durable_hard_state();
+        if hs.commit < w.durable_commit || hs.term < w.durable_term {
+            return violation(
+                "commit-monotonic",
+                format!("node {id}: durable (term {}, commit {}) after ({}, {})", hs.term, hs.commit, w.durable_term, w.durable_commit),
+            );
+        }
+        w.durable_commit = hs.commit;
+        w.durable_term = hs.term;
+
+        // Election Safety.
+        if node.role() == Role::Leader {
+            match self.leaders.get(&node.term()) {
+                Some(other) if *other != id => {
+                    return violation("election-safety", format!("nodes {other} and {id} both leader in term {}", node.term()));
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(node.term(), id);
+                }
+            }
+        }
+
+        // Log Matching (incremental): re-verify from the last point still unchanged.
+        if w.verified > log.last_index() || (w.verified > log.snapshot_index && log.term(w.verified) != Some(w.verified_term)) {
+            // The suffix changed (truncation); walk back to an unchanged point.
+            let mut i = w.verified.min(log.last_index());
+            while i > log.snapshot_index {
+                if let Some(e) = log.entry(i) {
+                    if self.seen.get(&(i, e.term)).is_some_and(|(h, _)| *h == entry_hash(e)) {
+                        break;
+                    }
+                }
+                i -= 1;
+            }
+            w.verified = i;
+        }
+        let start = w.verified.max(log.snapshot_index) + 1;
+        for i in start..=log.last_index() {
+            let e = log.entry(i).expect("in range");
+            let h = entry_hash(e);
+            let prev_term = log.term(i - 1).unwrap_or(0);
+            match self.seen.get(&(i, e.term)) {
+                Some((h0, p0)) => {
+                    if *h0 != h {
+                        return violation("log-matching", format!("node {id}: index {i} term {} holds different content", e.term));
+                    }
+                    if i - 1 > log.snapshot_index && *p0 != prev_term {
+                        return violation(
+                            "log-matching",
+                            format!("node {id}: index {i} term {} follows term {prev_term}, elsewhere term {p0}", e.term),
+                        );
+                    }
+                }
+                None => {
+                    self.seen.insert((i, e.term), (h, prev_term));
+                }
+            }
+        }
+        w.verified = log.last_index();
+        w.verified_term = log.last_term();
+
+        // State Machine Safety: what one node committed, no node commits differently.
+        let lo = w.sm_checked.max(log.snapshot_index) + 1;
+        for i in lo..=log.committed {
+            let e = log.entry(i).expect("committed entry above the snapshot");
+            let h = entry_hash(e);
+            match self.committed.get(&i) {
+                Some((t, h0)) if *t != e.term || *h0 != h => {
+                    return violation(
+                        "state-machine-safety",
+                        format!("node {id}: committed index {i} term {} but term {t} was committed there before", e.term),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(i, (e.term, h));
+                }
+            }
+        }
+        w.sm_checked = w.sm_checked.max(log.committed);
+
+        // Leader Completeness: a leader holds every committed entry (checked once per term, and
+        // Leader Append-Only keeps it true).
+        if node.role() == Role::Leader {
+            if w.leader_term != node.term() {
+                w.leader_term = node.term();
+                for (&i, &(t, h)) in self.committed.range(log.snapshot_index + 1..) {
+                    match log.entry(i) {
+                        Some(e) if e.term == t && entry_hash(e) == h => {}
+                        _ => {
+                            return violation(
+                                "leader-completeness",
+                                format!("leader {id} of term {} lacks committed index {i} (term {t})", node.term()),
+                            );
+                        }
+                    }
+                }
+                w.leader_last = (log.last_index(), log.last_term());
+            } else {
+                // Leader Append-Only: the entry that was last stays, with its term.
+                let (li, lt) = w.leader_last;
+                if li > log.snapshot_index && log.term(li) != Some(lt) {
+                    return violation("leader-append-only", format!("leader {id} of term {} changed index {li}", node.term()));
+                }
+                w.leader_last = (log.last_index(), log.last_term());
+            }
+        }
+        Ok(())
+    }
+
+    /// The application applied `entry` on node `id`: every node applies the same entry at an index.
+    pub fn observe_applied(&mut self, id: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let h = entry_hash(entry);
+        match self.applied.get(&entry.index) {
+            Some(h0) if *h0 != h => violation(
+                "state-machine-safety",
+                format!("node {id} applied a different entry at index {} (term {})", entry.index, entry.term),
+            ),
+            Some(_) => Ok(()),
+            None => {
+                self.applied.insert(entry.index, h);
+                Ok(())
+            }
+        }
+    }
+
+    /// A message left `node`: its term (and, for a granted vote, the vote) must be durable.
+    pub fn observe_sent(&mut self, node: &Node, msg: &Message) -> Result<(), Violation> {
+        let hs = node.durable_hard_state();
+        match &msg.body {
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } => Ok(()),
+            Body::VoteResponse { granted: true } => {
+                if hs.term != msg.term || hs.vote != Some(msg.to) {
+                    violation(
+                        "vote-persisted-before-reply",
+                        format!("node {} granted its vote in term {} to {} before persisting it", msg.from, msg.term, msg.to),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            _ if hs.term < msg.term => violation(
+                "term-persisted-before-send",
+                format!("node {} sent {} in term {} with durable term {}", msg.from, msg.kind_name(), msg.term, hs.term),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// A node restarted: its commit index must not be below what it had made durable.
+    pub fn observe_restart(&mut self, node: &Node) -> Result<(), Violation> {
+        let id = node.id();
+        let w = self.nodes.entry(id).or_default();
+        if node.commit_index() < w.durable_commit {
+            return violation(
+                "commit-monotonic",
+                format!("node {id} restarted with commit {} below its durable {}", node.commit_index(), w.durable_commit),
+            );
+        }
+        w.commit = node.commit_index();
+        w.verified = 0;
+        w.verified_term = 0;
+        w.leader_term = 0;
+        w.sm_checked = 0;
+        Ok(())
+    }
+
+    /// A node lost its memory (crash): forget in-memory watermarks, keep durable ones.
+    pub fn observe_crash(&mut self, id: NodeId) {
+        if let Some(w) = self.nodes.get_mut(&id) {
+            w.commit = 0;
+            w.leader_term = 0;
+        }
+    }
+}
