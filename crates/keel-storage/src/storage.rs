@@ -1,0 +1,151 @@
+//! `Storage`: one node's data directory (lock, WAL, hard state, snapshots) and its recovery.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::hard_state::{HardState, HardStateRecovery, HardStateStore};
+use crate::io::Io;
+use crate::snapshot::{SnapshotMeta, SnapshotRecovery, SnapshotStore};
+use crate::wal::{Wal, WalOptions, WalRecovery};
+
+pub const LOCK_FILE: &str = "LOCK";
+pub const WAL_DIR: &str = "wal";
+pub const SNAP_DIR: &str = "snap";
+
+#[derive(Clone, Debug, Default)]
+pub struct StorageOptions {
+    pub wal: WalOptions,
+    /// Repair mode: discard damaged synced data instead of refusing to open (audited in
+    /// [`Recovered::repairs`]); the node must not vote or acknowledge until caught up.
+    pub repair: bool,
+}
+
+/// Everything recovery found. `repaired()` true means data that may have been acknowledged was
+/// discarded: the server must not vote or acknowledge until it has caught up from a leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapshotMeta>,
+    pub wal: WalRecovery,
+    pub hard_state_recovery: HardStateRecovery,
+    pub snapshot_recovery: SnapshotRecovery,
+    /// Human-readable audit lines, one per thing repair mode discarded.
+    pub repairs: Vec<String>,
+}
+
+impl Recovered {
+    pub fn repaired(&self) -> bool {
+        !self.repairs.is_empty()
+    }
+}
+
+pub struct Storage<I: Io> {
+    pub wal: Wal<I>,
+    pub hard_state: HardStateStore<I>,
+    pub snapshots: SnapshotStore<I>,
+    dir: PathBuf,
+    _lock: Arc<I::Lock>,
+}
+
+impl<I: Io> Storage<I> {
+    /// Locks and opens (creating if needed) the data directory, recovering as documented in
+    /// docs/storage.md. Damage to synced data is an `Error::Corrupt` unless `options.repair`.
+    pub fn open(io: I, dir: &Path, options: StorageOptions) -> Result<(Storage<I>, Recovered)> {
+        io.create_dir_all(dir)
+            .map_err(|e| Error::io("create dir", dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = match io.lock(&lock_path) {
+            Ok(lock) => Arc::new(lock),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked { path: lock_path })
+            }
+            Err(e) => return Err(Error::io("lock", lock_path, e)),
+        };
+        let repair = options.repair;
+        let (snapshots, snapshot_recovery) =
+            SnapshotStore::open(io.clone(), &dir.join(SNAP_DIR), repair)?;
+        let (hard_state, hard_state_recovery) = HardStateStore::open(&io, dir, repair)?;
+        let mut wal_options = options.wal.clone();
+        wal_options.repair = repair;
+        let (mut wal, wal_recovery) =
+            Wal::open_locked(io, &dir.join(WAL_DIR), wal_options, Some(lock.clone()))?;
+        let mut repairs = Vec::new();
+        if let Some(r) = &snapshot_recovery.repaired {
+            repairs.push(format!("discarded damaged snapshot: {r}"));
+        }
+        if let Some(r) = &hard_state_recovery.repaired {
+            repairs.push(format!("reset unreadable hard state: {r}"));
+        }
+        if let Some(r) = &wal_recovery.repair {
+            repairs.push(format!(
+                "cut the log at {} offset {} after index {}: {} (removed {} later segments)",
+                r.path.display(),
+                r.offset,
+                r.last_index_kept,
+                r.reason,
+                r.removed_segments.len()
+            ));
+        }
+        let snapshot = snapshots.latest().cloned();
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
+        // The log must continue from the snapshot (or from index 1 without one).
+        if wal.first_index() > snapshot_index + 1 && wal.last_index() >= wal.first_index() {
+            let reason = format!(
+                "the log starts at index {} but the snapshot covers only up to {snapshot_index} (gap)",
+                wal.first_index()
+            );
+            if !repair {
+                return Err(Error::corrupt(dir.join(WAL_DIR), 0, reason));
+            }
+            repairs.push(format!("discarded the log: {reason}"));
+            wal.purge_prefix(wal.last_index() + 1)?;
+            wal.sync()?;
+        }
+        let mut hard = hard_state.get().clone();
+        let end = wal.last_index().max(snapshot_index);
+        if hard.commit > end {
+            let reason = format!(
+                "hard state commit index {} is beyond the recovered log end {end}",
+                hard.commit
+            );
+            if !repair {
+                return Err(Error::corrupt(
+                    dir.join(crate::hard_state::HARD_STATE_FILE),
+                    0,
+                    reason,
+                ));
+            }
+            repairs.push(format!("{reason}; commit lowered to {end}"));
+            hard.commit = end;
+        }
+        let mut storage = Storage {
+            wal,
+            hard_state,
+            snapshots,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
+        if hard != *storage.hard_state.get() {
+            storage.hard_state.save(&hard)?;
+        }
+        // A snapshot newer than the log's end: restart the log right after it.
+        if snapshot_index > 0 && storage.wal.last_index() < snapshot_index {
+            storage.wal.purge_prefix(snapshot_index + 1)?;
+            storage.wal.sync()?;
+        }
+        let recovered = Recovered {
+            hard_state: hard,
+            snapshot,
+            wal: wal_recovery,
+            hard_state_recovery,
+            snapshot_recovery,
+            repairs,
+        };
+        Ok((storage, recovered))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
