@@ -430,6 +430,27 @@ impl Node {
         }
         self.leader_contact_mono_ms.map(|t| self.now.mono_ms.saturating_sub(t))
     }
+    /// One line of protocol state, for traces and debugging.
+    pub fn summary(&self) -> String {
+        format!(
+            "node {} {} term {} vote {:?} leader {:?} commit {} applied {} last {} snap {} cfg v{} {:?} writes {}/{} gated {}",
+            self.id,
+            self.role.name(),
+            self.term,
+            self.vote,
+            self.leader,
+            self.log.committed,
+            self.log.applied,
+            self.log.last_index(),
+            self.log.snapshot_index,
+            self.config_version(),
+            self.membership().voters,
+            self.durable_seq,
+            self.write_seq,
+            self.gated.len()
+        )
+    }
+
     pub(crate) fn mutant(&self, m: Mutant) -> bool {
         cfg!(feature = "mutants") && self.cfg.mutant == Some(m)
     }
@@ -522,6 +543,7 @@ impl Node {
             || self.hard_state() != self.written_hard_state
             || self.log.handed < self.log.committed
             || self.gated.front().is_some_and(|(g, _)| *g <= self.durable_seq)
+            || self.gated.iter().any(|(g, _)| *g > self.write_seq)
     }
 
     // ----- Message dispatch -----

@@ -226,6 +226,11 @@ impl Node {
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
+        if pr.state == ProgressState::Replicate && pr.inflight.len() >= self.cfg.inflight_messages_max {
+            // The whole window may have been lost: free a slot so an append goes out; a gap
+            // makes the follower reject it and the leader probes (as etcd does).
+            pr.inflight.pop_front();
+        }
         let lagging = pr.match_index < self.log.last_index() || last_index != pr.match_index;
         if lagging {
             self.maybe_send_append(from, true);

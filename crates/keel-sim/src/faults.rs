@@ -1,0 +1,91 @@
+//! Swarm testing: each seed draws its own fault mix and intensities.
+
+use crate::SimOptions;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+pub const PARTITION: usize = 0;
+pub const CRASH: usize = 1;
+pub const PAUSE: usize = 2;
+pub const CLOG: usize = 3;
+pub const CLOCK_JUMP: usize = 4;
+pub const SLOW_DISK: usize = 5;
+pub const FAULT_NAMES: [&str; 6] = ["partition", "crash", "pause", "clog", "clock-jump", "slow-disk"];
+
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    pub seed: u64,
+    /// Which fault classes this seed uses.
+    pub enabled: [bool; 6],
+    pub nemesis_gap_us: (u64, u64),
+    pub net_delay_us: (u64, u64),
+    pub loss: f64,
+    pub duplicate: f64,
+    pub torn: f64,
+    pub disk_latency_us: (u64, u64),
+    pub churn: bool,
+    pub transfers: bool,
+    pub keys: usize,
+    pub think_us_max: u64,
+    pub snapshot_every: u64,
+    /// This seed runs one node with a wall clock beyond the configured uncertainty (undetectable
+    /// steady skew): lease reads are then left out of the checks.
+    pub skewed_node: Option<u64>,
+}
+
+impl FaultPlan {
+    pub fn draw(rng: &mut ChaCha8Rng, opts: &SimOptions) -> FaultPlan {
+        let seed = rng.gen();
+        let mut enabled = [false; 6];
+        for e in enabled.iter_mut() {
+            *e = opts.faults && rng.gen_bool(0.6);
+        }
+        let net_lo = rng.gen_range(200..3_000);
+        let net_span = if rng.gen_bool(0.2) { 60_000 } else { 15_000 };
+        let net_hi = net_lo + rng.gen_range(500..net_span);
+        let disk_lo = rng.gen_range(50..500);
+        FaultPlan {
+            seed,
+            enabled,
+            nemesis_gap_us: (rng.gen_range(100_000..500_000), rng.gen_range(800_000..3_000_000)),
+            net_delay_us: (net_lo, net_hi),
+            loss: if opts.faults && rng.gen_bool(0.4) { rng.gen_range(0.001..0.08) } else { 0.0 },
+            duplicate: if opts.faults && rng.gen_bool(0.3) { rng.gen_range(0.001..0.05) } else { 0.0 },
+            torn: rng.gen_range(0.0..0.8),
+            disk_latency_us: (disk_lo, disk_lo + rng.gen_range(100..8_000)),
+            churn: opts.faults && rng.gen_bool(0.5),
+            transfers: opts.faults && rng.gen_bool(0.4),
+            keys: rng.gen_range(1..6),
+            think_us_max: rng.gen_range(5_000..60_000),
+            snapshot_every: rng.gen_range(20..200),
+            skewed_node: if opts.faults && rng.gen_bool(0.05) { Some(rng.gen_range(1..=opts.nodes as u64)) } else { None },
+        }
+    }
+
+    pub fn any_faults(&self) -> bool {
+        self.enabled.iter().any(|e| *e)
+    }
+
+    pub fn nemesis_gap_us(&self, rng: &mut ChaCha8Rng) -> u64 {
+        rng.gen_range(self.nemesis_gap_us.0..=self.nemesis_gap_us.1)
+    }
+
+    pub fn pick_fault(&self, rng: &mut ChaCha8Rng) -> usize {
+        let choices: Vec<usize> = (0..6).filter(|i| self.enabled[*i]).collect();
+        choices[rng.gen_range(0..choices.len())]
+    }
+
+    /// Initial clock of a node: within the assumed bounds, except a deliberately skewed node.
+    pub fn clock_for(&self, rng: &mut ChaCha8Rng, id: u64) -> (i64, i64) {
+        let u_us = crate::CLOCK_UNCERTAINTY_MS as i64 * 1000;
+        let drift_max = crate::CLOCK_DRIFT_PPM_MAX as i64 / 4;
+        let drift = rng.gen_range(-drift_max..=drift_max);
+        // Drift over the run must stay inside the interval too: keep the offset small.
+        let offset = rng.gen_range(-u_us / 3..=u_us / 3);
+        if self.skewed_node == Some(id) {
+            let skew = rng.gen_range(3 * u_us..40 * u_us) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            return (skew, drift);
+        }
+        (offset, drift)
+    }
+}
