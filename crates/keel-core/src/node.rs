@@ -208,6 +208,7 @@ pub(crate) struct IncomingSnapshot {
     pub data: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct Node {
     pub(crate) cfg: Config,
     pub(crate) id: NodeId,
@@ -430,6 +431,26 @@ impl Node {
         }
         self.leader_contact_mono_ms.map(|t| self.now.mono_ms.saturating_sub(t))
     }
+    /// A hash of the protocol state that matters for exploration (model checking): role, term,
+    /// vote, leader, log (index, term, content), commit, membership, durable state, progress.
+    /// Time-derived deadlines are left out (the model checker fires timers as actions).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.id, self.role, self.term, self.vote, self.leader).hash(&mut h);
+        (self.log.snapshot_index, self.log.snapshot_term, self.log.committed, self.log.handed).hash(&mut h);
+        self.log.entries().hash(&mut h);
+        self.config_entries.hash(&mut h);
+        self.base_membership.hash(&mut h);
+        (self.durable_hard_state, self.durable_last_index, self.write_seq, self.durable_seq).hash(&mut h);
+        self.votes.hash(&mut h);
+        for (id, p) in &self.progress {
+            (id, p.match_index, p.next_index, p.state as u8, p.probe_sent, p.acked_round).hash(&mut h);
+        }
+        (self.read_round, self.pending_reads.len(), self.transfer.as_ref().map(|t| t.target)).hash(&mut h);
+        h.finish()
+    }
+
     /// One line of protocol state, for traces and debugging.
     pub fn summary(&self) -> String {
         format!(
