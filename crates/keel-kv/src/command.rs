@@ -12,6 +12,9 @@ use crate::types::{Compare, CompareTarget, KeyRange};
 /// First byte of every encoded command and result.
 pub const COMMAND_ENCODING_VERSION: u8 = 1;
 
+/// Initial buffer size for encoding: fits a put of a short key and a ~200-byte value.
+const COMMAND_BYTES_GUESS: usize = 256;
+
 /// One log entry's worth of work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,7 +100,7 @@ pub struct TxnRequest {
 impl Command {
     /// The log entry payload for this command.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(COMMAND_BYTES_GUESS);
         w.u8(COMMAND_ENCODING_VERSION);
         self.write(&mut w);
         assert!(w.len() >= 2);

@@ -131,25 +131,23 @@ fn decode_body(r: &mut Reader<'_>) -> Result<SnapshotState, DecodeError> {
     let revision = r.varint()?;
     let time_ms = r.varint()?;
     let count = r.count()?;
-    let mut records = BTreeMap::new();
-    let mut previous_key: Option<Vec<u8>> = None;
+    // Collected in order, then bulk-built: BTreeMap::from_iter on sorted input is linear.
+    let mut sorted: Vec<(Vec<u8>, Record)> = Vec::new();
     for _ in 0..count {
         let key = r.bytes()?;
-        if previous_key
-            .as_ref()
-            .is_some_and(|previous| key <= *previous)
-        {
+        if sorted.last().is_some_and(|(previous, _)| key <= *previous) {
             return Err(r.error("snapshot keys not strictly increasing"));
         }
-        previous_key = Some(key.clone());
         let record = Record {
             value: r.bytes()?,
             create_revision: r.varint()?,
             mod_revision: r.varint()?,
             version: r.varint()?,
         };
-        records.insert(key, record);
+        sorted.push((key, record));
     }
+    let records: BTreeMap<Vec<u8>, Record> = sorted.into_iter().collect();
+    assert!(records.len() == count);
     let sessions = SessionTable::decode(r)?;
     Ok(SnapshotState {
         applied_index,

@@ -68,20 +68,17 @@ impl Store {
         self.records.get(key).map(|record| record.to_key_value(key))
     }
 
-    fn iter(&self, range: &KeyRange) -> impl Iterator<Item = (&Vec<u8>, &Record)> {
+    fn iter(&self, range: &KeyRange) -> std::collections::btree_map::Range<'_, Vec<u8>, Record> {
         let (start, end) = range.to_interval();
-        // BTreeMap::range panics on start > end; an empty interval yields nothing instead.
-        let empty = matches!(&end, Some(end) if end.as_slice() <= start.as_slice());
+        // BTreeMap::range panics on start > end; an empty interval yields nothing instead
+        // ([start, start) is a valid empty range).
         let upper = match &end {
-            Some(end) if !empty => Bound::Excluded(end.as_slice()),
+            Some(end) if end.as_slice() > start.as_slice() => Bound::Excluded(end.as_slice()),
             Some(_) => Bound::Excluded(start.as_slice()),
             None => Bound::Unbounded,
         };
-        let iter = self
-            .records
-            .range::<[u8], _>((Bound::Included(start.as_slice()), upper));
-        // Collected so the iterator does not borrow the temporary bounds.
-        iter.collect::<Vec<_>>().into_iter()
+        self.records
+            .range::<[u8], _>((Bound::Included(start.as_slice()), upper))
     }
 
     /// Keys in `range`, at most `limit` (already validated, >= 1) and about

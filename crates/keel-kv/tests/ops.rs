@@ -474,3 +474,34 @@ fn results_encode_and_serialize_to_json() {
     let json = serde_json::to_value(&error).unwrap();
     assert_eq!(json["result"]["Err"]["kind"], "key_empty");
 }
+
+#[test]
+fn golden_command_and_snapshot_bytes() {
+    // Guards the documented formats (docs/kv.md): a change here is a format change.
+    let command = Command::Write {
+        session: Some(SessionTag {
+            client_id: 300,
+            seq: 2,
+            lowest_unacked_seq: 1,
+        }),
+        request: WriteRequest::Put(PutRequest {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            prev_kv: false,
+        }),
+    };
+    // version, Write, Some, client_id 300 = varint [0xac, 0x02], seq, floor, Put, key, value, bool
+    let expected = [1, 2, 1, 0xac, 0x02, 2, 1, 0, 1, b'a', 1, b'1', 0];
+    assert_eq!(command.encode(), expected);
+
+    let mut machine = StateMachine::new(Config::default());
+    machine.apply(1, 5, &put("a", "1").encode());
+    let snapshot = machine.snapshot();
+    let mut body = b"KEELKVSN".to_vec();
+    body.extend_from_slice(&1u32.to_le_bytes()); // format version
+    body.extend_from_slice(&[1, 1, 5]); // applied_index, revision, time_ms
+    body.extend_from_slice(&[1, 1, b'a', 1, b'1', 1, 1, 1]); // one record
+    body.push(0); // no sessions
+    body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    assert_eq!(snapshot, body);
+}
