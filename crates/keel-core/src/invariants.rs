@@ -65,8 +65,10 @@ pub struct SafetyMonitor {
     /// Log Matching, inductively: every (index, term) ever seen has one content and one
     /// predecessor term.
     seen: BTreeMap<(Index, Term), (u64, Term)>,
-    /// State Machine Safety: the term and content of every index known committed anywhere.
-    committed: BTreeMap<Index, (Term, u64)>,
+    /// State Machine Safety: the term and content of every index known committed anywhere,
+    /// and the observing node's term when first seen committed (an upper bound of the term in
+    /// which it was committed).
+    committed: BTreeMap<Index, (Term, u64, Term)>,
     /// What each node applied (index -> hash), to compare across nodes.
     applied: BTreeMap<Index, u64>,
     nodes: BTreeMap<NodeId, NodeWatch>,
@@ -177,7 +179,7 @@ impl SafetyMonitor {
             let e = log.entry(i).expect("committed entry above the snapshot");
             let h = entry_hash(e);
             match self.committed.get(&i) {
-                Some((t, h0)) if *t != e.term || *h0 != h => {
+                Some((t, h0, _)) if *t != e.term || *h0 != h => {
                     return violation(
                         "state-machine-safety",
                         format!("node {id}: committed index {i} term {} but term {t} was committed there before", e.term),
@@ -185,18 +187,21 @@ impl SafetyMonitor {
                 }
                 Some(_) => {}
                 None => {
-                    self.committed.insert(i, (e.term, h));
+                    self.committed.insert(i, (e.term, h, node.term()));
                 }
             }
         }
         w.sm_checked = w.sm_checked.max(log.committed);
 
-        // Leader Completeness: a leader holds every committed entry (checked once per term, and
-        // Leader Append-Only keeps it true).
+        // Leader Completeness: the leader of term L holds every entry committed in a term below
+        // L (checked when it takes office; Leader Append-Only keeps it true).
         if node.role() == Role::Leader {
             if w.leader_term != node.term() {
                 w.leader_term = node.term();
-                for (&i, &(t, h)) in self.committed.range(log.snapshot_index + 1..) {
+                for (&i, &(t, h, committed_in)) in self.committed.range(log.snapshot_index + 1..) {
+                    if committed_in >= node.term() {
+                        continue;
+                    }
                     match log.entry(i) {
                         Some(e) if e.term == t && entry_hash(e) == h => {}
                         _ => {

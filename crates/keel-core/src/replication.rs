@@ -327,6 +327,9 @@ impl Node {
         }
         // Deferred commit: time passing may end the wait for the previous lease.
         self.maybe_commit();
+        if self.role != Role::Leader {
+            return; // Committing C_new may have removed this leader.
+        }
         // An idle leader renews its lease with a no-op.
         if self.cfg.lease_reads
             && self.commit_allowed()

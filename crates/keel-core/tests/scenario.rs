@@ -857,14 +857,15 @@ impl World {
                 self.line(format!("{id}: mono={m} wall={w} trusted={t}"));
                 Ok(())
             }
-            // campaign NODE: tick it in 10 ms steps until it leaves the follower role (at most
-            // twice its election timeout).
+            // campaign NODE: tick it in 10 ms steps until its election timer fires and it starts
+            // a (pre-)election (at most twice its election timeout).
             "campaign" => {
                 let id = a.id(0)?;
                 let (node, _) = self.live_node(id)?;
-                if node.role() != Role::Follower {
-                    return Err(format!("node {id} is {}", node.role().name()));
+                if node.role() == Role::Leader {
+                    return Err(format!("node {id} is the leader"));
                 }
+                let started = node.stats().elections_started;
                 let limit = 2 * node.config().election_timeout_ms + 10;
                 let at = self.out.len();
                 let mut waited = 0;
@@ -873,13 +874,12 @@ impl World {
                     let h = self.host(id)?;
                     h.mono_ms += 10;
                     h.wall_ms += 10;
-                    let role = self.event(id, |n, now| {
+                    let now_started = self.event(id, |n, now| {
                         n.tick(now);
-                        n.role()
+                        n.stats().elections_started
                     })?;
-                    if role != Role::Follower {
-                        self.out
-                            .insert(at, format!("{id}: campaigned after +{waited}ms"));
+                    if now_started > started {
+                        self.out.insert(at, format!("{id}: campaigned after +{waited}ms"));
                         return Ok(());
                     }
                 }

@@ -43,7 +43,7 @@ impl Default for SimOptions {
             nodes: 5,
             ticks: 2000,
             liveness_ms: 10_000,
-            clients: 4,
+            clients: 6,
             faults: true,
             mutant: None,
             check_history: true,
@@ -88,7 +88,18 @@ pub fn run_seed(seed: u64, opts: &SimOptions, trace: bool) -> SeedResult {
     let sink = TraceSink { lines: if trace { Some(Vec::new()) } else { None } };
     let mut world = world::World::new(seed, opts.clone(), sink);
     world.clock_assumption_violated = world.plan.skewed_node.is_some();
-    let mut violation = world.run();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    let mut violation = match run {
+        Ok(v) => v,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(Violation { property: "assertion", detail: format!("a node stopped on an assertion: {msg}") })
+        }
+    };
     if violation.is_none() && opts.check_history {
         violation = history::check(&world.ops, world.clock_assumption_violated);
     }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 pub const NODE_IDS_MAX: u64 = 7;
 const TICK_US: u64 = 10_000;
-const OP_TIMEOUT_US: u64 = 1_500_000;
+const OP_TIMEOUT_US: u64 = 600_000;
 
 #[derive(Clone, Debug)]
 enum Ev {
@@ -166,11 +166,11 @@ impl World {
         c.random_seed = self.plan.seed ^ (id * 7919);
         c.election_timeout_ms = 300;
         c.heartbeat_interval_ms = 50;
-        c.lease_duration_ms = 450;
+        c.lease_duration_ms = 600;
         c.lease_renew_interval_ms = 150;
         c.clock_uncertainty_ms = crate::CLOCK_UNCERTAINTY_MS;
         c.clock_drift_ppm_max = crate::CLOCK_DRIFT_PPM_MAX;
-        c.append_entries_max = 32;
+        c.append_entries_max = 8;
         c.inflight_messages_max = 8;
         c.snapshot_chunk_bytes_max = 512;
         c.compaction_retain_entries = 20;
