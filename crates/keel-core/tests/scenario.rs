@@ -456,11 +456,22 @@ struct World {
     partition: Option<Vec<BTreeSet<NodeId>>>,
     monitor: SafetyMonitor,
     out: Vec<String>,
+    /// True time since the start. Every node's clocks move with it (plus any skew `set-clock`
+    /// gave them); `tick NODE` additionally fires that node's timers.
+    elapsed_ms: u64,
 }
 
 impl World {
     fn line(&mut self, s: impl Into<String>) {
         self.out.push(s.into());
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.elapsed_ms += ms;
+        for h in self.hosts.values_mut() {
+            h.mono_ms += ms;
+            h.wall_ms += ms;
+        }
     }
 
     fn host(&mut self, id: NodeId) -> Result<&mut Host, String> {
@@ -725,8 +736,8 @@ impl World {
                 cfg,
                 node: None,
                 disk,
-                mono_ms: 0,
-                wall_ms: WALL_START_MS,
+                mono_ms: self.elapsed_ms,
+                wall_ms: WALL_START_MS + self.elapsed_ms,
                 trusted: true,
                 app: Vec::new(),
             };
@@ -824,14 +835,13 @@ impl World {
             "add-nodes" => self.add_nodes(a),
             // set-log NODE terms=(1,1,4) [term=T] [commit=C]
             "set-log" => self.set_log(a),
-            // tick NODE|all [ms=100]: advance the node's clocks and call Node::tick.
+            // tick NODE|all [ms=100]: time passes for everyone; then call Node::tick on NODE (or all).
             "tick" => {
                 let ids = self.parse_nodes(a.pos(0, "node")?)?;
                 let ms = a.u64_or("ms", 100)?;
+                self.advance(ms);
                 for id in ids {
                     let h = self.host(id)?;
-                    h.mono_ms += ms;
-                    h.wall_ms += ms;
                     if h.node.is_some() {
                         self.event(id, |n, now| n.tick(now))?;
                     }
@@ -871,15 +881,14 @@ impl World {
                 let mut waited = 0;
                 while waited < limit {
                     waited += 10;
-                    let h = self.host(id)?;
-                    h.mono_ms += 10;
-                    h.wall_ms += 10;
+                    self.advance(10);
                     let now_started = self.event(id, |n, now| {
                         n.tick(now);
                         n.stats().elections_started
                     })?;
                     if now_started > started {
-                        self.out.insert(at, format!("{id}: campaigned after +{waited}ms"));
+                        self.out
+                            .insert(at, format!("{id}: campaigned after +{waited}ms"));
                         return Ok(());
                     }
                 }
