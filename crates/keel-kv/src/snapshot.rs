@@ -25,6 +25,8 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELKVSN";
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 12;
 const CHECKSUM_BYTES: usize = 4;
+/// Revisions and versions at or above 2^62 cannot come from a real history.
+const COUNTER_PLAUSIBLE_MAX: u64 = 1 << 62;
 
 /// Why snapshot bytes were refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,6 +162,19 @@ fn decode_body(r: &mut Reader<'_>) -> Result<SnapshotState, DecodeError> {
 /// Cross-field invariants a snapshot of a real state machine always satisfies.
 fn check(state: &SnapshotState) -> Result<(), &'static str> {
     state.store.check_invariants()?;
+    // Counters must be able to keep growing: a forged snapshot must not set up an overflow
+    // panic on the next write.
+    if state.store.revision >= COUNTER_PLAUSIBLE_MAX {
+        return Err("revision implausibly large");
+    }
+    if state
+        .store
+        .records
+        .values()
+        .any(|record| record.version >= COUNTER_PLAUSIBLE_MAX)
+    {
+        return Err("version implausibly large");
+    }
     if state.store.records.keys().any(|key| key.is_empty()) {
         return Err("empty key");
     }

@@ -505,3 +505,50 @@ fn golden_command_and_snapshot_bytes() {
     body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     assert_eq!(snapshot, body);
 }
+
+fn varint(mut value: u64, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A snapshot with a correct checksum but the given header numbers and one record.
+fn forged_snapshot(revision: u64, version: u64, create_revision: u64) -> Vec<u8> {
+    let mut body = b"KEELKVSN".to_vec();
+    body.extend_from_slice(&1u32.to_le_bytes());
+    varint(1, &mut body); // applied_index
+    varint(revision, &mut body);
+    varint(0, &mut body); // time_ms
+    varint(1, &mut body); // one record
+    body.extend_from_slice(&[1, b'k', 1, b'v']);
+    varint(create_revision, &mut body);
+    varint(revision, &mut body); // mod_revision
+    varint(version, &mut body);
+    body.push(0); // no sessions
+    body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    body
+}
+
+#[test]
+fn forged_snapshots_with_valid_checksums_are_refused() {
+    let config = Config::default;
+    assert!(StateMachine::restore(config(), &forged_snapshot(3, 2, 1)).is_ok());
+    for (revision, version, create_revision) in [
+        (1 << 62, 1, 1), // revision overflow bait
+        (3, 1 << 62, 1), // version overflow bait
+        (3, 0, 1),       // version 0
+        (3, 1, 0),       // create_revision 0
+        (3, 1, 4),       // create_revision above mod_revision
+    ] {
+        let result = StateMachine::restore(
+            config(),
+            &forged_snapshot(revision, version, create_revision),
+        );
+        assert!(
+            matches!(result, Err(SnapshotError::Inconsistent { .. })),
+            "{revision} {version} {create_revision}: {result:?}"
+        );
+    }
+}
