@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Check histories for linearizability (Jepsen EDN, Jepsen logs, Keel JSON lines).
     Check(cmd::check::Args),
+    /// Model-check the consensus core exhaustively within bounds.
+    Model(cmd::model::Args),
     /// Run the deterministic simulator over the real consensus core.
     Sim(cmd::sim::Args),
     /// Inspect and verify a node's data directory.
@@ -27,6 +29,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => cmd::check::run(args),
+        Command::Model(args) => cmd::model::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Storage(args) => cmd::storage::run(args),
     };

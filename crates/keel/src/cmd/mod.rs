@@ -1,4 +1,5 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> i32` (the exit code).
 pub mod check;
+pub mod model;
 pub mod sim;
 pub mod storage;

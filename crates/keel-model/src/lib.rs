@@ -1,0 +1,228 @@
+//! keel-model: an explicit-state model checker over the real `keel-core`.
+//!
+//! Because the core is sans-IO and deterministic, a state is just clones of the real nodes plus
+//! what surrounds them (disks, network, clock, budgets); there is no second model to drift from
+//! the implementation. Breadth-first search from the boot state enumerates every interleaving
+//! of the actions in `action.rs` within the bounds, deduplicating states by fingerprint, and
+//! checks the safety properties in `check.rs` after every action. The first violation found is
+//! therefore at minimal depth; its path is printed as a replayable script.
+//!
+//! No symmetry reduction: node ids appear in votes, messages, leaders and configurations, and
+//! the election timer jitter is seeded per id, so permuting ids does not map states to
+//! equivalent states. The fingerprint leaves out only the nodes' time-derived deadlines.
+
+mod action;
+mod check;
+mod explore;
+mod state;
+
+pub use action::{Action, Broken};
+pub use explore::{explore, Outcome, Stats};
+pub use keel_core::Mutant;
+
+use keel_core::{Config, NodeId};
+use std::collections::BTreeSet;
+
+/// Bits of `State::reached`: the "sometimes" properties.
+pub const REACHED_LEADER: u8 = 1;
+pub const REACHED_COMMIT: u8 = 2;
+pub const REACHED_RECONFIGURED: u8 = 4;
+
+/// The exploration bounds. Every action with a budget is bounded per path.
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    /// Initial voters (2..=5); one spare node more exists when `conf_changes > 0`.
+    pub nodes: usize,
+    pub term_max: u64,
+    /// States whose logs grow past this many entries are not expanded.
+    pub log_entries_max: u64,
+    pub crashes: u32,
+    /// Network buffer: messages in flight at most; further sends are lost.
+    pub messages: usize,
+    pub proposals: u32,
+    pub reads: u32,
+    /// Membership changes (at most 2).
+    pub conf_changes: u32,
+    pub transfers: u32,
+    pub snapshots: u32,
+    pub drops: u32,
+    pub duplicates: u32,
+    /// Timer firings (`tick`) per path.
+    pub ticks: u32,
+    /// Disks complete every write at once (no `persist` action). Forced off when crashes > 0.
+    pub sync_disk: bool,
+    pub depth_max: usize,
+    pub states_max: usize,
+    pub time_limit_s: u64,
+    /// Global clock bound: no tick past this model time.
+    pub time_max_ms: u64,
+    pub election_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub lease_duration_ms: u64,
+    pub pre_vote: bool,
+    pub mutant: Option<Mutant>,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            nodes: 3,
+            term_max: 3,
+            log_entries_max: 4,
+            crashes: 1,
+            messages: 6,
+            proposals: 1,
+            reads: 1,
+            conf_changes: 0,
+            transfers: 0,
+            snapshots: 0,
+            drops: 0,
+            duplicates: 0,
+            ticks: 3,
+            sync_disk: true,
+            depth_max: 22,
+            states_max: 3_000_000,
+            time_limit_s: 300,
+            time_max_ms: 2_000,
+            election_timeout_ms: 100,
+            heartbeat_interval_ms: 50,
+            lease_duration_ms: 300,
+            pre_vote: false,
+            mutant: None,
+        }
+    }
+}
+
+impl Bounds {
+    /// Default bounds that reach the known counterexample of each mutant (each is still an
+    /// exhaustive BFS, so the counterexample found is a shortest one within these bounds).
+    pub fn for_mutant(m: Mutant) -> Bounds {
+        let base = Bounds {
+            mutant: Some(m),
+            reads: 0,
+            proposals: 0,
+            crashes: 0,
+            ..Bounds::default()
+        };
+        match m {
+            Mutant::CommitPreviousTerm => Bounds {
+                crashes: 0,
+                term_max: 4,
+                log_entries_max: 3,
+                messages: 4,
+                ..base
+            },
+            Mutant::VoteBeforePersist => Bounds {
+                crashes: 1,
+                term_max: 2,
+                ..base
+            },
+            Mutant::VoteWithoutLogCheck => Bounds {
+                term_max: 3,
+                ..base
+            },
+            Mutant::AppendWithoutPrevCheck => Bounds {
+                proposals: 1,
+                term_max: 3,
+                ..base
+            },
+            Mutant::SkipJointConsensus => Bounds {
+                conf_changes: 1,
+                term_max: 3,
+                ..base
+            },
+            Mutant::LeaseWithoutWait => Bounds {
+                proposals: 1,
+                reads: 1,
+                term_max: 2,
+                ..base
+            },
+            Mutant::ReadIndexWithoutQuorum => Bounds {
+                proposals: 1,
+                reads: 1,
+                term_max: 2,
+                ..base
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=5).contains(&self.nodes) {
+            return Err("--nodes must be 2..=5".into());
+        }
+        if self.conf_changes > 2 {
+            return Err("--conf-changes must be at most 2".into());
+        }
+        if self.messages == 0 || self.messages > 64 {
+            return Err("--messages must be 1..=64".into());
+        }
+        if self.depth_max == 0 || self.states_max == 0 {
+            return Err("--depth and --states-max must be positive".into());
+        }
+        if self.mutant.is_some() && !cfg!(feature = "mutants") {
+            return Err("mutants need a build with feature `mutants`".into());
+        }
+        self.node_config(1).validate()
+    }
+
+    /// Whether writes stay pending until a `persist` action (always when crashes are explored:
+    /// only then can the order of persisting and sending be observed).
+    pub fn async_disk(&self) -> bool {
+        !self.sync_disk || self.crashes > 0
+    }
+
+    pub fn initial_voters(&self) -> BTreeSet<NodeId> {
+        (1..=self.nodes as NodeId).collect()
+    }
+
+    /// Node ids in the model: the voters, plus one spare when membership changes are explored.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let n = self.nodes + usize::from(self.conf_changes > 0);
+        (1..=n as NodeId).collect()
+    }
+
+    /// Small, fixed timing so that timers are few and leases are short; deterministic seeds.
+    pub fn node_config(&self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        c.random_seed = 0x6b65_656c ^ id;
+        c.election_timeout_ms = self.election_timeout_ms;
+        c.heartbeat_interval_ms = self.heartbeat_interval_ms;
+        c.lease_duration_ms = self.lease_duration_ms;
+        c.lease_renew_interval_ms = self.lease_duration_ms / 2;
+        c.clock_uncertainty_ms = 5;
+        c.clock_drift_ppm_max = 1000;
+        c.pre_vote = self.pre_vote;
+        c.append_entries_max = 4;
+        c.inflight_messages_max = 4;
+        c.snapshot_chunk_bytes_max = 1024;
+        c.compaction_retain_entries = 0;
+        c.mutant = self.mutant;
+        c
+    }
+
+    /// Which "sometimes" properties these bounds must reach.
+    pub fn sometimes_required(&self) -> u8 {
+        let mut r = REACHED_LEADER;
+        if self.proposals > 0 {
+            r |= REACHED_COMMIT;
+        }
+        if self.conf_changes > 0 {
+            r |= REACHED_RECONFIGURED;
+        }
+        r
+    }
+}
+
+pub fn sometimes_names(bits: u8) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if bits & REACHED_LEADER != 0 {
+        v.push("leader-elected");
+    }
+    if bits & REACHED_COMMIT != 0 {
+        v.push("value-committed");
+    }
+    if bits & REACHED_RECONFIGURED != 0 {
+        v.push("reconfiguration-completed");
+    }
+    v
+}

@@ -1,0 +1,184 @@
+//! `keel model`: exhaustive (BFS) model checking of the real consensus core within bounds.
+//!
+//! Exit codes: 0 clean (and every required "sometimes" property reached), 1 a violation was
+//! found or a required "sometimes" property was never reached, 2 usage or internal error.
+
+use keel_model::{explore, sometimes_names, Bounds, Mutant, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Initial voters (2..=5).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Highest term explored.
+    #[arg(long)]
+    max_term: Option<u64>,
+    /// Longest log (entries) explored.
+    #[arg(long)]
+    max_log: Option<u64>,
+    /// Crash-restarts per path.
+    #[arg(long)]
+    crashes: Option<u32>,
+    /// Network buffer: messages in flight at most.
+    #[arg(long)]
+    messages: Option<usize>,
+    /// Client proposals per path.
+    #[arg(long)]
+    proposals: Option<u32>,
+    /// Client reads (ReadIndex or lease) per path.
+    #[arg(long)]
+    reads: Option<u32>,
+    /// Membership changes per path (0..=2).
+    #[arg(long)]
+    conf_changes: Option<u32>,
+    /// Leadership transfers per path.
+    #[arg(long)]
+    transfers: Option<u32>,
+    /// Snapshots (with compaction) per path.
+    #[arg(long)]
+    snapshots: Option<u32>,
+    /// Message drops per path.
+    #[arg(long)]
+    drops: Option<u32>,
+    /// Message duplications per path.
+    #[arg(long)]
+    duplicates: Option<u32>,
+    /// Timer firings per path.
+    #[arg(long)]
+    ticks: Option<u32>,
+    /// Disks hold writes until a `persist` action even without crashes.
+    #[arg(long)]
+    async_disk: bool,
+    /// Explore pre-vote too (longer elections, so deeper paths).
+    #[arg(long)]
+    pre_vote: bool,
+    /// Maximum path length (actions).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Stop after this many unique states.
+    #[arg(long)]
+    states_max: Option<usize>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    time_limit: Option<u64>,
+    /// Switch on one known bug (builds with feature `mutants` only); its own default bounds.
+    #[arg(long)]
+    mutant: Option<String>,
+    /// List the mutants the model covers, one per line.
+    #[arg(long)]
+    list_mutants: bool,
+}
+
+pub fn run(args: Args) -> i32 {
+    if args.list_mutants {
+        for m in Mutant::ALL {
+            println!("{}", m.name());
+        }
+        return 0;
+    }
+    let mut b = match &args.mutant {
+        None => Bounds::default(),
+        Some(name) => {
+            if !cfg!(feature = "mutants") {
+                eprintln!("keel model: --mutant needs a build with --features mutants");
+                return 2;
+            }
+            match Mutant::from_name(name) {
+                Some(m) => Bounds::for_mutant(m),
+                None => {
+                    eprintln!("keel model: unknown mutant {name:?} (see --list-mutants)");
+                    return 2;
+                }
+            }
+        }
+    };
+    macro_rules! set {
+        ($($arg:ident => $field:ident),*) => { $(if let Some(v) = args.$arg { b.$field = v; })* };
+    }
+    set!(nodes => nodes, max_term => term_max, max_log => log_entries_max, crashes => crashes,
+        messages => messages, proposals => proposals, reads => reads, conf_changes => conf_changes,
+        transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks,
+        depth => depth_max, states_max => states_max, time_limit => time_limit_s);
+    b.pre_vote |= args.pre_vote;
+    b.sync_disk &= !args.async_disk;
+    if let Err(e) = b.validate() {
+        eprintln!("keel model: {e}");
+        return 2;
+    }
+    println!(
+        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} async-disk={} pre-vote={} depth={} mutant={}",
+        b.nodes, b.term_max, b.log_entries_max, b.crashes, b.messages, b.proposals, b.reads, b.conf_changes,
+        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.async_disk(), b.pre_vote, b.depth_max,
+        b.mutant.map_or("none", |m| m.name())
+    );
+    let mut progress = |s: &keel_model::Stats| {
+        eprintln!(
+            "  ... {} explored, {} unique, depth {}, {:.0} s",
+            s.states_explored, s.states_unique, s.depth_max, s.elapsed_s
+        );
+    };
+    let (outcome, stats) = match explore(&b, &mut progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keel model: {e}");
+            return 2;
+        }
+    };
+    println!("states explored: {}", stats.states_explored);
+    println!("unique states: {}", stats.states_unique);
+    println!("max depth: {}", stats.depth_max);
+    println!(
+        "states/s: {:.0}",
+        stats.states_explored as f64 / stats.elapsed_s.max(1e-3)
+    );
+    println!("elapsed: {:.2} s", stats.elapsed_s);
+    if let Some(why) = stats.truncated {
+        println!("bound reached: {why}");
+    }
+    println!(
+        "sometimes reached: {}",
+        sometimes_names(stats.reached).join(" ")
+    );
+    let code = match outcome {
+        Outcome::Violation {
+            property,
+            detail,
+            trace,
+        } => {
+            println!("VIOLATION property={property}");
+            println!("detail: {detail}");
+            println!("trace ({} actions):", trace.len());
+            for (i, (a, lines)) in trace.iter().enumerate() {
+                println!("  {:>3}. {a}", i + 1);
+                for l in lines {
+                    println!("         {l}");
+                }
+            }
+            println!("replay:");
+            println!(
+                "  model nodes={} max-term={} mutant={}",
+                b.nodes,
+                b.term_max,
+                b.mutant.map_or("none", |m| m.name())
+            );
+            for (a, _) in &trace {
+                println!("  {a}");
+            }
+            1
+        }
+        Outcome::Clean => {
+            let missing = b.sometimes_required() & !stats.reached;
+            if missing != 0 {
+                println!(
+                    "NOT REACHED: {} (the bounds explore too little)",
+                    sometimes_names(missing).join(" ")
+                );
+                1
+            } else {
+                0
+            }
+        }
+    };
+    println!("states={} depth={}", stats.states_unique, stats.depth_max);
+    code
+}
