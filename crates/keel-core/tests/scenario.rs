@@ -898,18 +898,26 @@ impl World {
             // propose NODE DATA [bytes=N] (bytes: pad the payload to N bytes)
             "propose" => {
                 let id = a.id(0)?;
-                let mut data = a.pos(1, "data")?.as_bytes().to_vec();
-                if let Some(n) = a.opt_u64("bytes")? {
-                    data.resize(n as usize, b'.');
+                let base = a.pos(1, "data")?.to_string();
+                // count=N proposes N entries DATA1..DATAN.
+                let count = a.opt_u64("count")?;
+                for k in 1..=count.unwrap_or(1) {
+                    let mut data = match count {
+                        Some(_) => format!("{base}{k}").into_bytes(),
+                        None => base.clone().into_bytes(),
+                    };
+                    if let Some(n) = a.opt_u64("bytes")? {
+                        data.resize(n as usize, b'.');
+                    }
+                    // The result is printed before the reaction lines it caused.
+                    let at = self.out.len();
+                    let r = self.event(id, |n, now| n.propose(now, data))?;
+                    let line = match r {
+                        Ok((i, t)) => format!("{id}: proposed at {i}@t{t}"),
+                        Err(e) => format!("{id}: refused: {e}"),
+                    };
+                    self.out.insert(at, line);
                 }
-                // The result is printed before the reaction lines it caused.
-                let at = self.out.len();
-                let r = self.event(id, |n, now| n.propose(now, data))?;
-                let line = match r {
-                    Ok((i, t)) => format!("{id}: proposed at {i}@t{t}"),
-                    Err(e) => format!("{id}: refused: {e}"),
-                };
-                self.out.insert(at, line);
                 Ok(())
             }
             // propose-conf-change NODE add-learner=4|promote=4|remove=3|replace=add(4,5)remove(2,3)
@@ -1020,7 +1028,11 @@ impl World {
             }
             // persist NODE|all: make every pending write durable, then tell the node.
             "persist" => {
-                let ids = self.parse_nodes(a.pos(0, "node")?)?;
+                let which = a.pos(0, "node")?;
+                let mut ids = self.parse_nodes(which)?;
+                if which == "all" {
+                    ids.retain(|id| self.hosts[id].node.is_some());
+                }
                 for id in ids {
                     if !self.persist(id)? {
                         self.line(format!("{id}: nothing to persist"));
@@ -1309,6 +1321,19 @@ fn run_script(path: &Path) -> (String, Vec<String>) {
                             lines.push(format!("PANIC in the core: {msg}"));
                             aborted = true;
                         }
+                    }
+                    if args.keyed.get("quiet").is_some_and(|v| v == "true") {
+                        // quiet=true on any command: keep only what must never be hidden.
+                        let total = lines.len();
+                        lines.retain(|l| {
+                            l.contains("VIOLATION")
+                                || l.starts_with("error")
+                                || l.starts_with("PANIC")
+                        });
+                        lines.push(format!(
+                            "({} lines of output suppressed by quiet=true)",
+                            total - lines.len()
+                        ));
                     }
                     if lines.is_empty() {
                         lines.push("ok".into());
