@@ -21,7 +21,8 @@ pub struct Config {
     pub clock_drift_ppm_max: u64,
     pub pre_vote: bool,
     pub check_quorum: bool,
-    /// Serve lease reads at all (ReadIndex otherwise).
+    /// Serve lease reads at all (ReadIndex otherwise). A cluster-wide setting: with it off, new
+    /// leaders skip the deferred-commit wait, which is safe only if no node serves lease reads.
     pub lease_reads: bool,
 
     pub message_bytes_max: usize,

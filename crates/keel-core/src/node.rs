@@ -294,16 +294,20 @@ impl Node {
             }
             log.append(e);
         }
-        let hs = restored.hard_state;
+        let mut hs = restored.hard_state;
+        if hs.term < log.last_term() {
+            // A write holding entries of a newer term and the new hard state was torn after the
+            // entries: the term is at least the log's last term. The vote of that newer term
+            // (if any) was never sent: vote replies wait for the write that was lost.
+            hs.term = log.last_term();
+            hs.vote = None;
+        }
         if hs.commit > log.last_index() {
             return Err(format!(
                 "hard state commit {} is beyond the last log index {}",
                 hs.commit,
                 log.last_index()
             ));
-        }
-        if hs.term < log.last_term() {
-            return Err(format!("hard state term {} is below the log's last term {}", hs.term, log.last_term()));
         }
         log.committed = hs.commit.max(log.snapshot_index);
         let mut node = Node {

@@ -154,9 +154,9 @@ impl Node {
 
     /// Called when this node wins an election: compute when the previous leader's lease ends.
     pub(crate) fn begin_lease_wait(&mut self) {
-        if self.transfer_campaign {
-            // The previous leader forfeited its lease before sending TimeoutNow and had finished
-            // its own wait (transfers start only then): nothing to wait for.
+        if self.transfer_campaign || !self.cfg.lease_reads {
+            // No lease to wait out: the previous leader forfeited it (transfer), or the cluster
+            // serves no lease reads at all (`lease_reads` must then be off on every node).
             self.prior_lease_end_wall_ms = 0;
             self.prior_lease_end_mono_ms = 0;
             return;

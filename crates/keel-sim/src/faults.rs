@@ -31,6 +31,16 @@ pub struct FaultPlan {
     /// This seed runs one node with a wall clock beyond the configured uncertainty (undetectable
     /// steady skew): lease reads are then left out of the checks.
     pub skewed_node: Option<u64>,
+    /// Lease reads on (deferred commit, idle renewal) or off (ReadIndex only) for the cluster.
+    pub lease_reads: bool,
+    /// Probability that a newly elected leader crashes within 80 ms (leader flapping).
+    pub leader_flap: f64,
+    /// Entries per append message: small values make catching-up followers lag in steps.
+    pub append_entries_max: usize,
+    /// How many clients only read, under leases where possible.
+    pub readers: usize,
+    /// A client gives up on an operation after this long (a write is then `info`).
+    pub op_timeout_us: u64,
 }
 
 impl FaultPlan {
@@ -47,7 +57,7 @@ impl FaultPlan {
         FaultPlan {
             seed,
             enabled,
-            nemesis_gap_us: (rng.gen_range(100_000..500_000), rng.gen_range(800_000..3_000_000)),
+            nemesis_gap_us: if rng.gen_bool(0.3) { (rng.gen_range(30_000..100_000), rng.gen_range(200_000..600_000)) } else { (rng.gen_range(100_000..500_000), rng.gen_range(800_000..3_000_000)) },
             net_delay_us: (net_lo, net_hi),
             loss: if opts.faults && rng.gen_bool(0.4) { rng.gen_range(0.001..0.08) } else { 0.0 },
             duplicate: if opts.faults && rng.gen_bool(0.3) { rng.gen_range(0.001..0.05) } else { 0.0 },
@@ -58,6 +68,11 @@ impl FaultPlan {
             keys: rng.gen_range(1..6),
             think_us_max: rng.gen_range(5_000..60_000),
             snapshot_every: rng.gen_range(20..200),
+            lease_reads: rng.gen_bool(0.7),
+            readers: rng.gen_range(0..3),
+            op_timeout_us: rng.gen_range(120_000..800_000),
+            append_entries_max: if rng.gen_bool(0.5) { rng.gen_range(1..4) } else { rng.gen_range(4..32) },
+            leader_flap: if opts.faults && rng.gen_bool(0.3) { rng.gen_range(0.1..0.5) } else { 0.0 },
             skewed_node: if opts.faults && rng.gen_bool(0.05) { Some(rng.gen_range(1..=opts.nodes as u64)) } else { None },
         }
     }

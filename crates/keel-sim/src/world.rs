@@ -17,12 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 pub const NODE_IDS_MAX: u64 = 7;
 const TICK_US: u64 = 10_000;
-const OP_TIMEOUT_US: u64 = 600_000;
 
 #[derive(Clone, Debug)]
 enum Ev {
     Tick(NodeId, u64),
-    Deliver(Message),
+    Deliver(Box<Message>),
     DiskDone(NodeId, u64),
     Client(usize),
     OpTimeout(u64),
@@ -35,6 +34,7 @@ enum Ev {
     Operator,
     Liveness,
     LivenessProbe,
+    Crash(NodeId),
 }
 
 struct Queued {
@@ -170,11 +170,12 @@ impl World {
         c.lease_renew_interval_ms = 150;
         c.clock_uncertainty_ms = crate::CLOCK_UNCERTAINTY_MS;
         c.clock_drift_ppm_max = crate::CLOCK_DRIFT_PPM_MAX;
-        c.append_entries_max = 8;
+        c.append_entries_max = self.plan.append_entries_max;
         c.inflight_messages_max = 8;
         c.snapshot_chunk_bytes_max = 512;
         c.compaction_retain_entries = 20;
         c.uncommitted_bytes_max = 64 << 10;
+        c.lease_reads = self.plan.lease_reads;
         c.mutant = self.opts.mutant;
         c
     }
@@ -316,7 +317,7 @@ impl World {
                 self.trace_line(|| format!("deliver {}->{} t{} {:?}", msg.from, msg.to, msg.term, short_body(&msg.body)));
                 let host = self.hosts.get_mut(&to).expect("exists");
                 let now = host.clock.read(self.now_us);
-                host.node.as_mut().expect("alive").receive(now, msg);
+                host.node.as_mut().expect("alive").receive(now, *msg);
                 self.drive(to)
             }
             Ev::DiskDone(id, life) => {
@@ -400,6 +401,11 @@ impl World {
                 None
             }
             Ev::Liveness => self.begin_liveness(),
+            Ev::Crash(id) => {
+                self.faults_injected += 1;
+                self.crash(id);
+                None
+            }
             Ev::LivenessProbe => {
                 let v = self.liveness_probe();
                 if !self.liveness_ok {
@@ -495,6 +501,11 @@ impl World {
                     self.elections += 1;
                     let t = *term;
                     self.trace_line(|| format!("node {id} became leader of term {t}"));
+                    // Leader flapping: a new leader sometimes dies moments after taking office.
+                    if self.plan.leader_flap > 0.0 && self.rng.gen_bool(self.plan.leader_flap) {
+                        let after = self.rng.gen_range(1_000..80_000);
+                        self.schedule(after, Ev::Crash(id));
+                    }
                 }
             }
             // Snapshot now and then.
@@ -538,9 +549,9 @@ impl World {
         }
         if self.rng.gen_bool(self.plan.duplicate) {
             let extra = self.rng.gen_range(lo..=hi * 4);
-            self.schedule(delay + extra, Ev::Deliver(m.clone()));
+            self.schedule(delay + extra, Ev::Deliver(Box::new(m.clone())));
         }
-        self.schedule(delay, Ev::Deliver(m));
+        self.schedule(delay, Ev::Deliver(Box::new(m)));
     }
 
     // ----- Clients -----
@@ -570,7 +581,8 @@ impl World {
         // Skewed keys: key 0 is hot.
         let k = if self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(0..keys) };
         let key = format!("k{k}");
-        let roll = self.rng.gen_range(0..100);
+        // The first `readers` clients only read (and stay with the node that served them).
+        let roll = if client < self.plan.readers { 100 } else { self.rng.gen_range(0..100) };
         let op_id = self.ops.len() as u64;
         let kind = if roll < 40 {
             OpKind::Put { key, value: format!("{op_id}") }
@@ -593,7 +605,7 @@ impl World {
             index: 0,
         };
         let now_us = self.now_us;
-        let read_mode = match self.rng.gen_range(0..3) {
+        let read_mode = match if client < self.plan.readers { 1 } else { self.rng.gen_range(0..3) } {
             0 => ReadMode::ReadIndex,
             1 => ReadMode::Lease,
             _ => ReadMode::InheritedLease,
@@ -651,7 +663,7 @@ impl World {
                 self.client_leader[client] = Some(target);
                 self.ops.push(op);
                 self.open_ops.insert(op_id);
-                self.schedule(OP_TIMEOUT_US, Ev::OpTimeout(op_id));
+                self.schedule(self.plan.op_timeout_us, Ev::OpTimeout(op_id));
                 self.drive(target)
             }
             Err(hint) => {
@@ -703,6 +715,7 @@ impl World {
         let required = o.required_index;
         let lease = o.lease;
         self.record(9, op, served as u64, served_index);
+        self.trace_line(|| format!("read op {op} {path:?} served={served} at index {served_index} (required {required})"));
         let think = self.rng.gen_range(1_000..self.plan.think_us_max);
         self.schedule(think, Ev::Client(client));
         if served && served_index < required && !(lease && self.clock_assumption_violated) {
@@ -760,11 +773,17 @@ impl World {
         match choice {
             crate::faults::PARTITION => {
                 self.blocked.clear();
-                let mode = self.rng.gen_range(0..4);
+                let mode = self.rng.gen_range(0..5);
                 let mut side: BTreeSet<NodeId> = BTreeSet::new();
                 match mode {
                     0 => {
                         side.insert(victim);
+                    }
+                    4 => {
+                        // The leader with one follower: a minority that grows an uncommitted tail
+                        // while the majority elects a new leader (Figure 8 shapes).
+                        side.insert(leader.unwrap_or(victim));
+                        side.insert(ids[self.rng.gen_range(0..ids.len())]);
                     }
                     1 => {
                         let n = ids.len() / 2;
@@ -802,18 +821,7 @@ impl World {
                 }
                 self.schedule(dur, Ev::Heal);
             }
-            crate::faults::CRASH => {
-                if let Some(h) = self.hosts.get_mut(&victim) {
-                    if h.node.is_some() {
-                        let torn = if self.rng.gen_bool(self.plan.torn) { Some(self.rng.gen_range(0..4)) } else { None };
-                        h.disk.crash(torn);
-                        h.node = None;
-                        self.monitor.observe_crash(victim);
-                        let restart = self.rng.gen_range(50_000..2_000_000);
-                        self.schedule(restart, Ev::Restart(victim));
-                    }
-                }
-            }
+            crate::faults::CRASH => self.crash(victim),
             crate::faults::PAUSE => {
                 if let Some(h) = self.hosts.get_mut(&victim) {
                     h.paused_until_us = self.now_us + dur;
@@ -848,6 +856,23 @@ impl World {
                 }
             }
             _ => unreachable!(),
+        }
+    }
+
+    fn crash(&mut self, victim: NodeId) {
+        if self.liveness_phase {
+            return;
+        }
+        if let Some(h) = self.hosts.get_mut(&victim) {
+            if h.node.is_some() {
+                let torn = if self.rng.gen_bool(self.plan.torn) { Some(self.rng.gen_range(0..4)) } else { None };
+                h.disk.crash(torn);
+                h.node = None;
+                self.monitor.observe_crash(victim);
+                let restart = self.rng.gen_range(50_000..2_000_000);
+                self.schedule(restart, Ev::Restart(victim));
+                self.trace_line(|| format!("crash {victim}"));
+            }
         }
     }
 
@@ -964,7 +989,7 @@ impl World {
                 });
                 self.open_ops.insert(op_id);
                 self.liveness_op = Some(op_id);
-                self.schedule(OP_TIMEOUT_US, Ev::OpTimeout(op_id));
+                self.schedule(self.plan.op_timeout_us, Ev::OpTimeout(op_id));
                 if let Some(v) = self.drive(leader) {
                     return Some(v);
                 }
