@@ -65,13 +65,25 @@ struct State {
     no_space_sequence: u64,
     failed: Option<String>,
     shutdown: bool,
+    stats: GroupCommitStats,
+    /// Threads parked in `wait`, with the sequence each waits for. Only those a sync covered
+    /// are woken (no thundering herd of proposers whose entries are still queued).
+    waiters: Vec<(u64, std::thread::Thread)>,
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Batches made durable (one fdatasync each, plus a directory sync on segment rollover).
+    pub batches: u64,
+    /// Requests (entries and truncations) made durable.
+    pub requests: u64,
 }
 
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
     room: Condvar,
-    durable: Condvar,
 }
 
 impl Shared {
@@ -109,12 +121,13 @@ impl<I: Io> GroupCommitter<I> {
             no_space_sequence: 0,
             failed: None,
             shutdown: false,
+            stats: GroupCommitStats::default(),
+            waiters: Vec::new(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             work: Condvar::new(),
             room: Condvar::new(),
-            durable: Condvar::new(),
         });
         let wal = Arc::new(Mutex::new(wal));
         let thread = {
@@ -252,22 +265,26 @@ impl<I: Io> GroupCommitter<I> {
 
     /// Blocks until the ticket's submission is durable.
     pub fn wait(&self, ticket: Ticket) -> Result<u64> {
-        let mut st = self.shared.lock();
+        let mut registered = false;
         loop {
-            if st.synced_sequence >= ticket.sequence {
-                return Ok(ticket.last_index);
+            {
+                let mut st = self.shared.lock();
+                if st.synced_sequence >= ticket.sequence {
+                    return Ok(ticket.last_index);
+                }
+                if let Some(msg) = &st.failed {
+                    return Err(Error::Poisoned(msg.clone()));
+                }
+                if st.no_space_sequence >= ticket.sequence {
+                    return Err(Error::NoSpace { path: "wal".into() });
+                }
+                if !registered {
+                    st.waiters.push((ticket.sequence, std::thread::current()));
+                    registered = true;
+                }
             }
-            if let Some(msg) = &st.failed {
-                return Err(Error::Poisoned(msg.clone()));
-            }
-            if st.no_space_sequence >= ticket.sequence {
-                return Err(Error::NoSpace { path: "wal".into() });
-            }
-            st = self
-                .shared
-                .durable
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+            // A wake-up between unlock and park is not lost: unpark before park makes park return.
+            std::thread::park();
         }
     }
 
@@ -279,6 +296,10 @@ impl<I: Io> GroupCommitter<I> {
 
     pub fn synced_index(&self) -> u64 {
         self.shared.lock().synced_index
+    }
+
+    pub fn stats(&self) -> GroupCommitStats {
+        self.shared.lock().stats
     }
 
     /// Runs `f` with the WAL (reads for replication). Blocks while a batch is being synced.
@@ -371,15 +392,25 @@ fn writer_loop<I: Io>(shared: &Shared, wal: &Mutex<Wal<I>>, options: &GroupCommi
                 assert!(last_sequence > st.synced_sequence);
                 st.synced_sequence = last_sequence;
                 st.synced_index = index;
+                st.stats.batches += 1;
+                st.stats.requests += batch.len() as u64;
             }
             Err(Error::NoSpace { .. }) => st.no_space_sequence = last_sequence,
             Err(e) => {
                 st.failed = Some(e.to_string());
-                shared.durable.notify_all();
+                let waiters = std::mem::take(&mut st.waiters);
                 shared.room.notify_all();
+                drop(st);
+                waiters.into_iter().for_each(|(_, t)| t.unpark());
                 return;
             }
         }
-        shared.durable.notify_all();
+        let covered = st.synced_sequence.max(st.no_space_sequence);
+        let (wake, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= covered);
+        st.waiters = keep;
+        drop(st);
+        wake.into_iter().for_each(|(_, t)| t.unpark());
     }
 }
