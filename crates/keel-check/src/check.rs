@@ -6,9 +6,10 @@ use crate::history::{pair_operations, History, HistoryError, Op, OpStatus};
 use crate::model::{
     Keyed, Model, MultiRegisterModel, MutexModel, RegisterModel, Semantics, SeqModel,
 };
+use crate::model::{RegInput, UNOBSERVED};
 use crate::search::{search, Budget, Outcome, SearchOp};
 use crate::value::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -328,6 +329,8 @@ fn prepare(
                         sops.push(search_op(&ops[i], (key, input)));
                     }
                 }
+                let (sops, kept) = prune_unobserved_info_writes(sops, search_ids);
+                search_ids = kept;
                 if keyed {
                     let key_values = key_list(&keys);
                     Prepared::KeyedRegister(
@@ -396,6 +399,59 @@ fn prepare(
         });
     }
     Ok(partitions)
+}
+
+/// Drops `info` writes (and cas) whose written value no operation ever requires: no read
+/// returns it and no cas expects it. Such an operation may as well never have happened: in
+/// any linearization that applies it, the operations between it and the next write can only
+/// be writes (a read or cas there would require its value), so removing it leaves a valid
+/// linearization. Likewise an ok write of such a value: all such values are one state
+/// ([`UNOBSERVED`]) to the search. Appends read the state, so partitions with appends are left alone. This
+/// matters for histories with many timeouts: every pending info op doubles the search space.
+fn prune_unobserved_info_writes(
+    sops: Vec<SearchOp<(u32, RegInput)>>,
+    ids: Vec<usize>,
+) -> (Vec<SearchOp<(u32, RegInput)>>, Vec<usize>) {
+    assert_eq!(sops.len(), ids.len());
+    if sops
+        .iter()
+        .any(|s| matches!(s.input.1, RegInput::Append(_)))
+    {
+        return (sops, ids);
+    }
+    let mut required: HashSet<(u32, u32)> = HashSet::new();
+    for sop in &sops {
+        match sop.input {
+            (key, RegInput::Read(v)) | (key, RegInput::Cas(v, _)) => {
+                required.insert((key, v));
+            }
+            _ => {}
+        }
+    }
+    let mut kept_sops = Vec::with_capacity(sops.len());
+    let mut kept_ids = Vec::with_capacity(ids.len());
+    for (mut sop, id) in sops.into_iter().zip(ids) {
+        let written = match sop.input {
+            (key, RegInput::Write(v)) | (key, RegInput::Cas(_, v)) => Some((key, v)),
+            _ => None,
+        };
+        let unobserved = written.is_some_and(|w| !required.contains(&w));
+        if sop.return_at.is_none() && unobserved {
+            continue;
+        }
+        // Values nobody requires are indistinguishable to every later operation: one state.
+        if unobserved {
+            sop.input.1 = match sop.input.1 {
+                RegInput::Write(_) => RegInput::Write(UNOBSERVED),
+                RegInput::Cas(e, _) => RegInput::Cas(e, UNOBSERVED),
+                other => other,
+            };
+        }
+        kept_sops.push(sop);
+        kept_ids.push(id);
+    }
+    assert_eq!(kept_sops.len(), kept_ids.len());
+    (kept_sops, kept_ids)
 }
 
 fn key_list(keys: &BTreeMap<Option<Value>, u32>) -> Vec<Value> {

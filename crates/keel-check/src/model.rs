@@ -62,6 +62,11 @@ pub(crate) trait SeqModel {
     /// result it returned) is illegal there.
     fn step(&mut self, state: &Self::State, input: &Self::Input) -> Option<Self::State>;
     fn show(&self, state: &Self::State) -> String;
+    /// True when `input`, applied where it is legal and leaving `state` unchanged, can be
+    /// moved to the front of any linearization from here: it is a pure observation (a
+    /// read), or a blind write of a value no operation ever requires, done in a state that
+    /// already holds such a value. The search then takes it greedily (see search.rs).
+    fn commutes_to_front(&self, input: &Self::Input) -> bool;
     /// Approximate heap bytes a state owns, for the memory budget.
     fn state_heap_bytes(&self, state: &Self::State) -> usize;
 }
@@ -113,6 +118,9 @@ pub(crate) enum RegInput {
     Cas(u32, u32),
     Append(u32),
 }
+
+/// The interned id standing for every value that no operation reads or expects.
+pub(crate) const UNOBSERVED: u32 = u32::MAX;
 
 /// One register (or one kv key): state is the interned current value.
 pub(crate) struct RegisterModel {
@@ -214,7 +222,19 @@ impl SeqModel for RegisterModel {
         }
     }
 
+    fn commutes_to_front(&self, input: &RegInput) -> bool {
+        match *input {
+            RegInput::Read(_) => true,
+            RegInput::Cas(expected, new) => expected == new,
+            RegInput::Write(v) => v == UNOBSERVED,
+            RegInput::Append(_) => false,
+        }
+    }
+
     fn show(&self, state: &u32) -> String {
+        if *state == UNOBSERVED {
+            return "(a value no operation reads)".to_string();
+        }
         self.interner.value(*state).to_string()
     }
 
@@ -256,6 +276,10 @@ impl SeqModel for MutexModel {
         }
     }
 
+    fn commutes_to_front(&self, _input: &MutexInput) -> bool {
+        false
+    }
+
     fn show(&self, held: &bool) -> String {
         if *held { "held" } else { "free" }.to_string()
     }
@@ -285,6 +309,10 @@ impl<M: SeqModel> SeqModel for Keyed<M> {
         let mut out = state.clone();
         out[*key as usize] = next;
         Some(out)
+    }
+
+    fn commutes_to_front(&self, (_, input): &Self::Input) -> bool {
+        self.inner.commutes_to_front(input)
     }
 
     fn show(&self, state: &Self::State) -> String {
@@ -436,6 +464,10 @@ impl SeqModel for MultiRegisterModel {
             }
         }
         Some(next)
+    }
+
+    fn commutes_to_front(&self, input: &Vec<Micro>) -> bool {
+        input.iter().all(|m| matches!(m, Micro::Read(..)))
     }
 
     fn show(&self, state: &Vec<u32>) -> String {

@@ -99,12 +99,14 @@ pub(crate) fn search<M: SeqModel>(
     let mut bits_hash = 0u64;
     let mut cache: Cache<M::State> = Cache::new(words);
     let mut state = model.init();
-    let mut calls: Vec<(u32, M::State)> = Vec::new();
+    let mut calls: Vec<(u32, M::State, bool)> = Vec::new();
     let mut best_prefix: Vec<u32> = Vec::new();
     let mut best_blocking = NIL;
     let mut steps = 0u64;
     let mut memory_published = 0u64;
     let mut entry = next[head as usize];
+    let mut fresh_level = true;
+    let mut forced = false;
 
     let stats = |steps, cache: &Cache<M::State>| SearchStats {
         steps,
@@ -139,6 +141,23 @@ pub(crate) fn search<M: SeqModel>(
             }
         }
         assert!(entry != NIL, "a remaining return entry bounds every scan");
+        if fresh_level {
+            // Prefer a legal no-op among the candidates: taking it first makes every
+            // alternative at this level redundant (see `noop` below).
+            fresh_level = false;
+            let mut candidate = next[head as usize];
+            while candidate != NIL && candidate & 1 == 0 {
+                let input = &ops[(candidate >> 1) as usize].input;
+                if model.commutes_to_front(input)
+                    && model.step(&state, input).is_some_and(|s| s == state)
+                {
+                    entry = candidate;
+                    forced = true;
+                    break;
+                }
+                candidate = next[candidate as usize];
+            }
+        }
         let op = entry >> 1;
         if entry & 1 == 0 {
             // A call: try to linearize it now.
@@ -159,8 +178,16 @@ pub(crate) fn search<M: SeqModel>(
                             budget.memory_exceeded.store(true, Ordering::Relaxed);
                         }
                     }
+                    // A legal operation that leaves the state unchanged and commutes to the
+                    // front (a read; see SeqModel::commutes_to_front) is taken greedily: any
+                    // linearization from here can be rearranged to start with it (it is
+                    // invoked, nothing pending must precede it, and removing it from its old
+                    // place keeps the rest legal). So if this branch fails, so does this
+                    // configuration: backtracking does not try alternatives to it.
+                    let noop =
+                        new_state == state && model.commutes_to_front(&ops[op as usize].input);
                     let old_state = std::mem::replace(&mut state, new_state);
-                    calls.push((op, old_state));
+                    calls.push((op, old_state, noop));
                     bits_hash = new_bits_hash;
                     lift(
                         &mut next,
@@ -172,10 +199,19 @@ pub(crate) fn search<M: SeqModel>(
                         returns_remaining -= 1;
                     }
                     entry = next[head as usize];
+                    fresh_level = true;
                 } else {
                     linearized[word] &= !bit;
                     entry = next[entry as usize];
+                    if forced {
+                        // The no-op's configuration already failed, so this one fails:
+                        // skip to the first return, which backtracks.
+                        while entry & 1 == 0 {
+                            entry = next[entry as usize];
+                        }
+                    }
                 }
+                forced = false;
             } else {
                 entry = next[entry as usize];
             }
@@ -183,34 +219,40 @@ pub(crate) fn search<M: SeqModel>(
             // A return of an operation not yet linearized: dead end, backtrack.
             if best_blocking == NIL || calls.len() > best_prefix.len() {
                 best_prefix.clear();
-                best_prefix.extend(calls.iter().map(|(op, _)| *op));
+                best_prefix.extend(calls.iter().map(|(op, _, _)| *op));
                 best_blocking = op;
             }
-            let Some((top, old_state)) = calls.pop() else {
-                budget
-                    .memory_bytes_used
-                    .fetch_sub(memory_published, Ordering::Relaxed);
-                let outcome = Outcome::NotLinearizable {
-                    prefix: best_prefix,
-                    blocking: best_blocking,
+            // Pop until an operation whose alternatives are worth trying (see `noop`).
+            loop {
+                let Some((top, old_state, noop)) = calls.pop() else {
+                    budget
+                        .memory_bytes_used
+                        .fetch_sub(memory_published, Ordering::Relaxed);
+                    let outcome = Outcome::NotLinearizable {
+                        prefix: best_prefix,
+                        blocking: best_blocking,
+                    };
+                    return (outcome, stats(steps, &cache));
                 };
-                return (outcome, stats(steps, &cache));
-            };
-            state = old_state;
-            linearized[(top / 64) as usize] &= !(1u64 << (top % 64));
-            bits_hash ^= zobrist[top as usize];
-            let has_return = ops[top as usize].return_at.is_some();
-            unlift(&mut next, &mut prev, top, has_return);
-            if has_return {
-                returns_remaining += 1;
+                state = old_state;
+                linearized[(top / 64) as usize] &= !(1u64 << (top % 64));
+                bits_hash ^= zobrist[top as usize];
+                let has_return = ops[top as usize].return_at.is_some();
+                unlift(&mut next, &mut prev, top, has_return);
+                if has_return {
+                    returns_remaining += 1;
+                }
+                entry = next[2 * top as usize];
+                if !noop {
+                    break;
+                }
             }
-            entry = next[2 * top as usize];
         }
     }
     budget
         .memory_bytes_used
         .fetch_sub(memory_published, Ordering::Relaxed);
-    let order = calls.iter().map(|(op, _)| *op).collect();
+    let order = calls.iter().map(|(op, _, _)| *op).collect();
     (Outcome::Linearizable { order }, stats(steps, &cache))
 }
 
