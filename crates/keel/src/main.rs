@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a Keel node.
+    Serve(cmd::serve::Args),
     /// Check histories for linearizability (Jepsen EDN, Jepsen logs, Keel JSON lines).
     Check(cmd::check::Args),
     /// Model-check the consensus core exhaustively within bounds.
@@ -28,6 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Sim(args) => cmd::sim::run(args),

@@ -3,3 +3,4 @@ pub mod check;
 pub mod model;
 pub mod sim;
 pub mod storage;
+pub mod serve;

@@ -1,0 +1,205 @@
+//! Prometheus metrics (prometheus-client). Labels come only from bounded enums; every labelled
+//! series is created at start-up with value 0 so dashboards never see a missing series.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: &'static str,
+}
+
+/// Reasons admission control refuses a request (the `reason` label's only values).
+pub const ADMISSION_REASONS: [&str; 5] = [
+    "queue_full",
+    "inflight_limit",
+    "uncommitted_limit",
+    "shutting_down",
+    "body_too_large",
+];
+/// Node modes (the `mode` label's only values).
+pub const MODES: [&str; 7] = [
+    "healthy",
+    "no_leader",
+    "no_quorum",
+    "catching_up",
+    "clock_untrusted",
+    "disk_full",
+    "shutting_down",
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub term: Gauge,
+    pub commit_index: Gauge,
+    pub applied_index: Gauge,
+    pub config_version: Gauge,
+    pub is_leader: Gauge,
+    pub leader_id: Gauge,
+    pub lease_valid: Gauge,
+    pub mode: Family<ModeLabel, Gauge>,
+    pub leader_changes_total: Counter,
+    pub commit_index_regressions_total: Counter,
+    pub snapshot_install_failures_total: Counter,
+    pub snapshots_created_total: Counter,
+    pub invariant_violations_total: Counter,
+    pub clock_discontinuities_total: Counter,
+    pub peer_messages_dropped_total: Counter,
+    pub admission_rejected_total: Family<ReasonLabel, Counter>,
+    pub quorum_ack_latency_seconds: Histogram,
+    pub wal_fsync_seconds: Histogram,
+    pub apply_lag_entries: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("keel");
+        let m = Metrics {
+            term: Gauge::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            config_version: Gauge::default(),
+            is_leader: Gauge::default(),
+            leader_id: Gauge::default(),
+            lease_valid: Gauge::default(),
+            mode: Family::default(),
+            leader_changes_total: Counter::default(),
+            commit_index_regressions_total: Counter::default(),
+            snapshot_install_failures_total: Counter::default(),
+            snapshots_created_total: Counter::default(),
+            invariant_violations_total: Counter::default(),
+            clock_discontinuities_total: Counter::default(),
+            peer_messages_dropped_total: Counter::default(),
+            admission_rejected_total: Family::default(),
+            quorum_ack_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            apply_lag_entries: Gauge::default(),
+            registry: Registry::default(),
+        };
+        for r in ADMISSION_REASONS {
+            let _ = m
+                .admission_rejected_total
+                .get_or_create(&ReasonLabel { reason: r });
+        }
+        for mode in MODES {
+            let _ = m.mode.get_or_create(&ModeLabel { mode });
+        }
+        registry.register("term", "Current Raft term", m.term.clone());
+        registry.register("commit_index", "Commit index", m.commit_index.clone());
+        registry.register("applied_index", "Applied index", m.applied_index.clone());
+        registry.register(
+            "config_version",
+            "Index of the configuration in effect",
+            m.config_version.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 if this node is the leader",
+            m.is_leader.clone(),
+        );
+        registry.register(
+            "leader_id",
+            "Known leader id (0: none)",
+            m.leader_id.clone(),
+        );
+        registry.register(
+            "lease_valid",
+            "1 if this node holds a valid leader lease",
+            m.lease_valid.clone(),
+        );
+        registry.register("mode", "1 for the node's current mode", m.mode.clone());
+        registry.register(
+            "leader_changes",
+            "Changes of the known leader",
+            m.leader_changes_total.clone(),
+        );
+        registry.register(
+            "commit_index_regressions",
+            "Times the commit index went down (must stay 0)",
+            m.commit_index_regressions_total.clone(),
+        );
+        registry.register(
+            "snapshot_install_failures",
+            "Snapshot installs that failed",
+            m.snapshot_install_failures_total.clone(),
+        );
+        registry.register(
+            "snapshots_created",
+            "State-machine snapshots taken",
+            m.snapshots_created_total.clone(),
+        );
+        registry.register(
+            "invariant_violations",
+            "Protocol invariant violations detected (must stay 0)",
+            m.invariant_violations_total.clone(),
+        );
+        registry.register(
+            "clock_discontinuities",
+            "Wall-clock discontinuities seen",
+            m.clock_discontinuities_total.clone(),
+        );
+        registry.register(
+            "peer_messages_dropped",
+            "Peer messages dropped (queue full or no address)",
+            m.peer_messages_dropped_total.clone(),
+        );
+        registry.register(
+            "admission_rejected",
+            "Requests refused by admission control",
+            m.admission_rejected_total.clone(),
+        );
+        registry.register(
+            "quorum_ack_latency_seconds",
+            "Proposal to commit-and-apply on the leader",
+            m.quorum_ack_latency_seconds.clone(),
+        );
+        registry.register(
+            "wal_fsync_seconds",
+            "Duration of one group-commit batch",
+            m.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "apply_lag_entries",
+            "Commit index minus applied index",
+            m.apply_lag_entries.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        debug_assert!(ADMISSION_REASONS.contains(&reason));
+        self.admission_rejected_total
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn set_mode(&self, current: &'static str) {
+        for mode in MODES {
+            self.mode
+                .get_or_create(&ModeLabel { mode })
+                .set(i64::from(mode == current));
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,998 @@
+//! The node loop: one task owns the consensus core, the key-value state machine and the handle
+//! to the storage thread. Inputs (client requests, peer messages, storage completions, ticks)
+//! arrive over bounded channels; each iteration drains a bounded batch, steps the node, and
+//! acts on `ready()` in the order the core's contract gives (restore, writes, messages, apply,
+//! reads).
+//!
+//! Client writes are answered when their entry is applied with the term it was proposed in.
+//! An entry replaced by another term's entry certainly failed (NOT_LEADER: retry at the
+//! leader); a write still unresolved at its deadline gets OUTCOME_UNKNOWN (it may yet commit).
+
+use crate::codec::{decode_snapshot_data, encode_snapshot_data, AddressBook, Envelope};
+use crate::error::ApiError;
+use crate::persist::{Done, Job};
+use crate::shared::{Header, Shared, StatusView};
+use crate::transport::Transport;
+use crate::ServerConfig;
+use keel_core::{
+    ConfChange, EntryKind, Index, Node, NodeId, Note, ReadError, ReadMode, ReadPath, ReadState,
+    Role, Stamp, Term, Time,
+};
+use keel_kv::{ApplyResult, KeyValue, RangeRequest, RangeResponse, StateMachine};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Iterations of `ready()` handling per loop turn before other inputs get a chance.
+const READY_ROUNDS_MAX: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadLevel {
+    Linearizable,
+    Bounded { max_staleness_ms: u64 },
+    Any,
+}
+
+impl ReadLevel {
+    pub fn parse(s: &str) -> Option<ReadLevel> {
+        match s {
+            "" | "linearizable" => Some(ReadLevel::Linearizable),
+            "any" => Some(ReadLevel::Any),
+            _ => {
+                let ms = s.strip_prefix("bounded:")?;
+                if ms.is_empty() || ms.len() > 12 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                Some(ReadLevel::Bounded {
+                    max_staleness_ms: ms.parse().ok()?,
+                })
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ReadLevel::Linearizable => "linearizable",
+            ReadLevel::Bounded { .. } => "bounded",
+            ReadLevel::Any => "any",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ReadQuery {
+    Get(Vec<u8>),
+    Range(RangeRequest),
+}
+
+#[derive(Clone, Debug)]
+pub enum ReadResult {
+    Get(Option<KeyValue>),
+    Range(RangeResponse),
+}
+
+/// How a read was served (the `served` object of every read response).
+#[derive(Clone, Debug, Serialize)]
+pub struct Served {
+    pub level: &'static str,
+    pub path: &'static str,
+    pub node: NodeId,
+    pub term: Term,
+    pub applied_index: Index,
+    pub revision: u64,
+    pub leader: Option<NodeId>,
+    pub staleness_ms: Option<u64>,
+    pub config_version: Index,
+}
+
+#[derive(Debug)]
+pub struct ReadOk {
+    pub header: Header,
+    pub served: Served,
+    pub result: ReadResult,
+}
+
+#[derive(Debug)]
+pub struct WriteOk {
+    pub header: Header,
+    /// The key-value result (None for configuration and address entries).
+    pub result: Option<ApplyResult>,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+pub enum Request {
+    /// Propose an envelope (see codec.rs). `session` is only echoed in OUTCOME_UNKNOWN.
+    Write {
+        payload: Vec<u8>,
+        session: Option<(u64, u64)>,
+        reply: Reply<WriteOk>,
+    },
+    ConfChange {
+        change: ConfChange,
+        reply: Reply<WriteOk>,
+    },
+    Transfer {
+        target: Option<NodeId>,
+        reply: Reply<NodeId>,
+    },
+    Read {
+        level: ReadLevel,
+        min_revision: u64,
+        query: ReadQuery,
+        reply: Reply<ReadOk>,
+    },
+    /// Graceful stop: transfer leadership, finish in-flight work, sync; then reply.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+struct PendingWrite {
+    term: Term,
+    session: Option<(u64, u64)>,
+    reply: Reply<WriteOk>,
+    deadline_mono_ms: u64,
+    proposed_mono_ms: u64,
+}
+
+struct PendingRead {
+    level: ReadLevel,
+    query: ReadQuery,
+    reply: Reply<ReadOk>,
+    deadline_mono_ms: u64,
+    /// A lease read that failed its re-check is retried once as ReadIndex.
+    retried: bool,
+}
+
+pub struct Inputs {
+    pub requests: mpsc::Receiver<Request>,
+    pub peer_priority: mpsc::Receiver<keel_core::Message>,
+    pub peer_bulk: mpsc::Receiver<keel_core::Message>,
+    pub persisted: mpsc::Receiver<Done>,
+}
+
+pub struct Runtime {
+    cfg: ServerConfig,
+    node: Node,
+    sm: StateMachine,
+    book: AddressBook,
+    clock: crate::clock::Clock,
+    now: Time,
+    shared: Arc<Shared>,
+    transport: Arc<Transport>,
+    jobs: mpsc::Sender<Job>,
+    pending_writes: BTreeMap<Index, PendingWrite>,
+    pending_reads: BTreeMap<u64, PendingRead>,
+    /// Released reads whose index is not applied yet.
+    waiting_reads: Vec<(ReadState, PendingRead)>,
+    next_read_id: u64,
+    applied_since_snapshot: u64,
+    last_applied_stamp: Option<Stamp>,
+    last_commit: Index,
+    last_leader: Option<NodeId>,
+    became_leader_mono_ms: u64,
+    shutdown: Option<(u64, oneshot::Sender<()>)>,
+    transfer_sent: bool,
+    storage_failed: Option<String>,
+    /// Mutant `follower-reads-as-linearizable`: a follower answers linearizable reads from its
+    /// own state (a known bug the nemesis must catch). Only set with feature `mutants`.
+    pub follower_reads_mutant: bool,
+}
+
+impl Runtime {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: ServerConfig,
+        node: Node,
+        sm: StateMachine,
+        book: AddressBook,
+        clock: crate::clock::Clock,
+        now: Time,
+        shared: Arc<Shared>,
+        transport: Arc<Transport>,
+        jobs: mpsc::Sender<Job>,
+        last_applied_stamp: Option<Stamp>,
+    ) -> Runtime {
+        let last_commit = node.commit_index();
+        shared.set_replicated_book(book.clone());
+        Runtime {
+            cfg,
+            node,
+            sm,
+            book,
+            clock,
+            now,
+            shared,
+            transport,
+            jobs,
+            pending_writes: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            waiting_reads: Vec::new(),
+            next_read_id: 1,
+            applied_since_snapshot: 0,
+            last_applied_stamp,
+            last_commit,
+            last_leader: None,
+            became_leader_mono_ms: 0,
+            shutdown: None,
+            transfer_sent: false,
+            storage_failed: None,
+            follower_reads_mutant: false,
+        }
+    }
+
+    fn tick_now(&mut self) -> Time {
+        let (now, jumped) = self.clock.now();
+        if jumped {
+            self.shared.metrics.clock_discontinuities_total.inc();
+            tracing::warn!(
+                wall_ms = now.wall_ms,
+                "wall clock discontinuity: lease reads off during the cooling-off period"
+            );
+        }
+        self.now = now;
+        now
+    }
+
+    /// Runs until shutdown completes or storage fails. Returns an error for a fatal failure.
+    pub async fn run(mut self, mut inputs: Inputs) -> anyhow::Result<()> {
+        let mut ticker =
+            tokio::time::interval(std::time::Duration::from_millis(self.cfg.tick_interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let batch_max = self.cfg.loop_batch_max;
+        self.publish();
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = inputs.persisted.recv() => {
+                    self.on_persisted(done);
+                    while let Ok(done) = inputs.persisted.try_recv() {
+                        self.on_persisted(done);
+                    }
+                }
+                Some(m) = inputs.peer_priority.recv() => {
+                    let now = self.tick_now();
+                    self.node.receive(now, m);
+                    for _ in 0..batch_max {
+                        let Ok(m) = inputs.peer_priority.try_recv() else { break };
+                        self.node.receive(now, m);
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = self.tick_now();
+                    self.node.tick(now);
+                    self.expire(now);
+                }
+                Some(m) = inputs.peer_bulk.recv() => {
+                    let now = self.tick_now();
+                    self.node.receive(now, m);
+                    for _ in 0..batch_max {
+                        let Ok(m) = inputs.peer_bulk.try_recv() else { break };
+                        self.node.receive(now, m);
+                    }
+                }
+                Some(r) = inputs.requests.recv() => {
+                    self.tick_now();
+                    self.on_request(r);
+                    for _ in 0..batch_max {
+                        let Ok(r) = inputs.requests.try_recv() else { break };
+                        self.on_request(r);
+                    }
+                }
+            }
+            if let Some(reason) = self.storage_failed.take() {
+                self.fail_everything(&reason);
+                anyhow::bail!("storage failed: {reason}");
+            }
+            self.process_ready().await?;
+            self.publish();
+            if self.shutdown_done() {
+                let (tx, rx) = oneshot::channel();
+                let _ = self.jobs.send(Job::Flush(tx)).await;
+                let _ = rx.await;
+                if let Some((_, reply)) = self.shutdown.take() {
+                    let _ = reply.send(());
+                }
+                tracing::info!(
+                    node = self.cfg.id,
+                    "node loop stopped after a graceful shutdown"
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, done: Done) {
+        match done {
+            Done::Persisted { id, sync_seconds } => {
+                self.shared.metrics.wal_fsync_seconds.observe(sync_seconds);
+                let now = self.tick_now();
+                self.node.persisted(now, id);
+            }
+            Done::Failed { reason, no_space } => {
+                tracing::error!(%reason, no_space, "storage failure: the node stops");
+                self.storage_failed = Some(reason);
+            }
+        }
+    }
+
+    fn fail_everything(&mut self, reason: &str) {
+        for (_, w) in std::mem::take(&mut self.pending_writes) {
+            let _ = w.reply.send(Err(ApiError::outcome_unknown(
+                w.session,
+                &format!("storage failed ({reason})"),
+            )));
+        }
+        for (_, r) in std::mem::take(&mut self.pending_reads) {
+            let _ = r.reply.send(Err(ApiError::unavailable("storage failed")));
+        }
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            term: self.node.term(),
+            leader: self.node.leader(),
+            revision: self.sm.revision(),
+            applied_index: self.sm.applied_index(),
+            config_version: self.node.config_version(),
+            served_by: self.cfg.id,
+        }
+    }
+
+    fn not_leader(&self) -> ApiError {
+        let leader = self.node.leader().filter(|&l| l != self.cfg.id);
+        ApiError::not_leader(
+            leader.map(|id| (id, self.shared.client_addr(id))),
+            self.node.term(),
+            self.node.last_leader_contact_ms(),
+        )
+    }
+
+    fn deadline(&self) -> u64 {
+        self.now.mono_ms + self.cfg.request_timeout_ms()
+    }
+
+    fn on_request(&mut self, r: Request) {
+        let now = self.now;
+        match r {
+            Request::Write {
+                payload,
+                session,
+                reply,
+            } => {
+                if self.shutdown.is_some() {
+                    self.shared.metrics.reject("shutting_down");
+                    let _ = reply.send(Err(
+                        ApiError::unavailable("node is shutting down").retry("other_node")
+                    ));
+                    return;
+                }
+                if self.pending_writes.len() >= self.cfg.inflight_proposals_max {
+                    self.shared.metrics.reject("inflight_limit");
+                    let _ = reply.send(Err(ApiError::overloaded(
+                        "node",
+                        50,
+                        "too many writes in flight",
+                    )));
+                    return;
+                }
+                match self.node.propose(now, payload) {
+                    Ok((index, term)) => {
+                        let pw = PendingWrite {
+                            term,
+                            session,
+                            reply,
+                            deadline_mono_ms: self.deadline(),
+                            proposed_mono_ms: now.mono_ms,
+                        };
+                        self.pending_writes.insert(index, pw);
+                    }
+                    Err(e) => {
+                        if matches!(e, keel_core::ProposeError::UncommittedLimit { .. }) {
+                            self.shared.metrics.reject("uncommitted_limit");
+                        }
+                        let shared = self.shared.clone();
+                        let contact = self.node.last_leader_contact_ms();
+                        let _ = reply.send(Err(ApiError::from_propose(
+                            e,
+                            |id| shared.client_addr(id),
+                            contact,
+                        )));
+                    }
+                }
+            }
+            Request::ConfChange { change, reply } => {
+                match self.node.propose_conf_change(now, change) {
+                    Ok((index, term)) => {
+                        let pw = PendingWrite {
+                            term,
+                            session: None,
+                            reply,
+                            deadline_mono_ms: self.deadline(),
+                            proposed_mono_ms: now.mono_ms,
+                        };
+                        self.pending_writes.insert(index, pw);
+                    }
+                    Err(e) => {
+                        let shared = self.shared.clone();
+                        let contact = self.node.last_leader_contact_ms();
+                        let _ = reply.send(Err(ApiError::from_propose(
+                            e,
+                            |id| shared.client_addr(id),
+                            contact,
+                        )));
+                    }
+                }
+            }
+            Request::Transfer { target, reply } => {
+                let target = target.or_else(|| self.transfer_candidate());
+                let Some(target) = target else {
+                    let _ = reply.send(Err(ApiError::bad_request(
+                        "target",
+                        "no other voter to transfer to",
+                    )));
+                    return;
+                };
+                let result = self.node.transfer_leader(now, target);
+                let shared = self.shared.clone();
+                let contact = self.node.last_leader_contact_ms();
+                let _ =
+                    reply.send(result.map(|()| target).map_err(|e| {
+                        ApiError::from_propose(e, |id| shared.client_addr(id), contact)
+                    }));
+            }
+            Request::Read {
+                level,
+                min_revision,
+                query,
+                reply,
+            } => {
+                if min_revision > self.sm.revision() {
+                    let e = ApiError::new(
+                        "STALE_BOUND_UNMET",
+                        format!(
+                            "this node has applied revision {}, below min_revision {min_revision}",
+                            self.sm.revision()
+                        ),
+                    )
+                    .with("revision", self.sm.revision())
+                    .with("min_revision", min_revision);
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let pr = PendingRead {
+                    level,
+                    query,
+                    reply,
+                    deadline_mono_ms: self.deadline(),
+                    retried: false,
+                };
+                match level {
+                    ReadLevel::Linearizable => self.start_linearizable(pr, ReadMode::Lease),
+                    ReadLevel::Bounded { max_staleness_ms } => {
+                        let staleness = self.staleness_ms();
+                        match staleness {
+                            Some(s) if s <= max_staleness_ms => self.serve_local(pr, Some(s)),
+                            _ => {
+                                let e = ApiError::new(
+                                    "STALE_BOUND_UNMET",
+                                    format!(
+                                        "cannot prove this node's state is within {max_staleness_ms} ms (bound: {})",
+                                        staleness.map_or("unknown".to_string(), |s| format!("{s} ms"))
+                                    ),
+                                )
+                                .with("staleness_ms", staleness)
+                                .with("leader", crate::error::leader_json(self.leader_ref()));
+                                let _ = pr.reply.send(Err(e));
+                            }
+                        }
+                    }
+                    ReadLevel::Any => {
+                        let s = self.staleness_ms();
+                        self.serve_local(pr, s)
+                    }
+                }
+            }
+            Request::Shutdown { reply } => {
+                self.shared.shutting_down.store(true, Ordering::Relaxed);
+                let deadline = now.mono_ms
+                    + self
+                        .cfg
+                        .election_timeout_ms
+                        .max(self.cfg.request_timeout_ms());
+                self.shutdown = Some((deadline, reply));
+                tracing::info!(
+                    node = self.cfg.id,
+                    role = self.node.role().name(),
+                    "graceful shutdown requested"
+                );
+            }
+        }
+    }
+
+    fn leader_ref(&self) -> Option<(NodeId, Option<String>)> {
+        self.node
+            .leader()
+            .map(|id| (id, self.shared.client_addr(id)))
+    }
+
+    fn transfer_candidate(&self) -> Option<NodeId> {
+        self.node
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .find(|&v| v != self.cfg.id)
+    }
+
+    /// An upper bound on how stale this node's applied state is, in ms, or None if unprovable.
+    /// The state after applying entry i includes every write acknowledged before i's creation,
+    /// whose earliest possible wall time is i's stamp; so staleness ≤ now.latest − stamp.earliest.
+    fn staleness_ms(&mut self) -> Option<u64> {
+        let now = self.now;
+        if self.node.role() == Role::Leader
+            && self.sm.applied_index() == self.node.commit_index()
+            && self.node.lease_read_still_valid(now, ReadPath::Lease)
+        {
+            return Some(0);
+        }
+        if !now.wall_trusted {
+            return None;
+        }
+        let stamp = self.last_applied_stamp?;
+        Some((now.wall_ms + self.cfg.clock_uncertainty_ms).saturating_sub(stamp.earliest_ms))
+    }
+
+    fn start_linearizable(&mut self, pr: PendingRead, mode: ReadMode) {
+        if cfg!(feature = "mutants")
+            && self.follower_reads_mutant
+            && self.node.role() != Role::Leader
+        {
+            self.serve_local(pr, Some(0));
+            return;
+        }
+        if self.node.role() != Role::Leader {
+            let _ = pr.reply.send(Err(self.not_leader()));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.node.read(self.now, id, mode) {
+            Ok(()) => {
+                self.pending_reads.insert(id, pr);
+            }
+            Err(ReadError::TooManyPending) => {
+                self.shared.metrics.reject("queue_full");
+                let _ = pr.reply.send(Err(ApiError::overloaded(
+                    "node",
+                    50,
+                    "too many reads pending",
+                )));
+            }
+            Err(_) => {
+                let _ = pr.reply.send(Err(self.not_leader()));
+            }
+        }
+    }
+
+    fn execute(&self, query: &ReadQuery) -> Result<ReadResult, ApiError> {
+        match query {
+            ReadQuery::Get(key) => self
+                .sm
+                .get(key)
+                .map(|r| ReadResult::Get(r.body))
+                .map_err(|e| ApiError::from_kv(&e)),
+            ReadQuery::Range(req) => self
+                .sm
+                .range(req)
+                .map(|r| ReadResult::Range(r.body))
+                .map_err(|e| ApiError::from_kv(&e)),
+        }
+    }
+
+    fn served(&self, level: ReadLevel, path: &'static str, staleness_ms: Option<u64>) -> Served {
+        Served {
+            level: level.name(),
+            path,
+            node: self.cfg.id,
+            term: self.node.term(),
+            applied_index: self.sm.applied_index(),
+            revision: self.sm.revision(),
+            leader: self.node.leader(),
+            staleness_ms,
+            config_version: self.node.config_version(),
+        }
+    }
+
+    fn serve_local(&mut self, pr: PendingRead, staleness_ms: Option<u64>) {
+        let result = self.execute(&pr.query).map(|result| ReadOk {
+            header: self.header(),
+            served: self.served(pr.level, "local", staleness_ms),
+            result,
+        });
+        let _ = pr.reply.send(result);
+    }
+
+    fn serve_released(&mut self, rs: ReadState, pr: PendingRead) {
+        assert!(
+            self.sm.applied_index() >= rs.index,
+            "read served before its index was applied"
+        );
+        let result = self.execute(&pr.query);
+        let path = match rs.path {
+            ReadPath::ReadIndex => "read_index",
+            ReadPath::Lease => "lease",
+            ReadPath::InheritedLease => "inherited_lease",
+        };
+        if rs.path != ReadPath::ReadIndex {
+            let now = self.tick_now();
+            if !self.node.lease_read_still_valid(now, rs.path) {
+                // The lease lapsed while reading: confirm with a quorum round instead.
+                if pr.retried {
+                    let _ = pr.reply.send(Err(ApiError::unavailable(
+                        "lease lapsed and ReadIndex did not confirm",
+                    )));
+                } else {
+                    let pr = PendingRead {
+                        retried: true,
+                        ..pr
+                    };
+                    self.start_linearizable(pr, ReadMode::ReadIndex);
+                }
+                return;
+            }
+        }
+        let ok = result.map(|result| ReadOk {
+            header: self.header(),
+            served: self.served(pr.level, path, Some(0)),
+            result,
+        });
+        let _ = pr.reply.send(ok);
+    }
+
+    fn expire(&mut self, now: Time) {
+        let expired: Vec<Index> = self
+            .pending_writes
+            .iter()
+            .filter(|(_, w)| w.deadline_mono_ms <= now.mono_ms)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in expired {
+            let w = self.pending_writes.remove(&i).expect("listed");
+            let why = if self.node.role() == Role::Leader {
+                "timed out waiting for commit"
+            } else {
+                "leadership lost"
+            };
+            let _ = w.reply.send(Err(ApiError::outcome_unknown(w.session, why)));
+        }
+        let expired: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, r)| r.deadline_mono_ms <= now.mono_ms)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in expired {
+            let r = self.pending_reads.remove(&i).expect("listed");
+            let _ = r.reply.send(Err(ApiError::unavailable(
+                "read not confirmed in time (no quorum?)",
+            )));
+        }
+    }
+
+    async fn process_ready(&mut self) -> anyhow::Result<()> {
+        for _ in 0..READY_ROUNDS_MAX {
+            if !self.node.has_ready() {
+                break;
+            }
+            let ready = self.node.ready();
+            if let Some(snap) = &ready.restore {
+                self.restore(&snap.data, snap.meta.index, snap.meta.last_stamp)?;
+            }
+            if !ready.writes.is_empty() && self.jobs.send(Job::Writes(ready.writes)).await.is_err()
+            {
+                anyhow::bail!("storage thread stopped");
+            }
+            for m in ready.messages {
+                self.transport.send(m);
+            }
+            for e in &ready.committed {
+                self.apply(e);
+            }
+            let now = self.tick_now();
+            if self.sm.applied_index() > self.node.applied_index() {
+                self.node.applied(now, self.sm.applied_index());
+            }
+            for rs in ready.reads {
+                if let Some(pr) = self.pending_reads.remove(&rs.id) {
+                    if self.sm.applied_index() >= rs.index {
+                        self.serve_released(rs, pr);
+                    } else {
+                        self.waiting_reads.push((rs, pr));
+                    }
+                }
+            }
+            if !self.waiting_reads.is_empty() {
+                let applied = self.sm.applied_index();
+                let (ready_now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting_reads)
+                    .into_iter()
+                    .partition(|(rs, _)| rs.index <= applied);
+                self.waiting_reads = still;
+                for (rs, pr) in ready_now {
+                    self.serve_released(rs, pr);
+                }
+            }
+            for (id, err) in ready.failed_reads {
+                if let Some(pr) = self.pending_reads.remove(&id) {
+                    let e = match err {
+                        ReadError::TooManyPending => {
+                            ApiError::overloaded("node", 50, "too many reads pending")
+                        }
+                        _ => self.not_leader(),
+                    };
+                    let _ = pr.reply.send(Err(e));
+                }
+            }
+            for n in ready.notes {
+                self.on_note(n);
+            }
+            self.maybe_snapshot();
+        }
+        self.after_step();
+        Ok(())
+    }
+
+    fn restore(&mut self, data: &[u8], index: Index, stamp: Stamp) -> anyhow::Result<()> {
+        let (kv, book) = decode_snapshot_data(data)
+            .map_err(|e| anyhow::anyhow!("snapshot data at {index}: {e}"))?;
+        self.sm = StateMachine::restore(self.sm.config().clone(), kv)
+            .map_err(|e| anyhow::anyhow!("snapshot at {index} does not restore: {e:?}"))?;
+        anyhow::ensure!(
+            self.sm.applied_index() == index,
+            "snapshot data index differs from its metadata"
+        );
+        self.book = book;
+        self.shared.set_replicated_book(self.book.clone());
+        self.last_applied_stamp = Some(stamp);
+        self.applied_since_snapshot = 0;
+        tracing::info!(index, "installed a snapshot from the leader");
+        Ok(())
+    }
+
+    fn apply(&mut self, e: &keel_core::Entry) {
+        if e.index <= self.sm.applied_index() {
+            return; // covered by a restored snapshot
+        }
+        let time_ms = e.stamp.earliest_ms;
+        let mut result = None;
+        match &e.kind {
+            EntryKind::Normal(data) => match Envelope::decode(data) {
+                Ok(Envelope::KvCommand(cmd)) => {
+                    result = Some(self.sm.apply(e.index, time_ms, &cmd))
+                }
+                Ok(Envelope::AddressUpdate { id, addresses }) => {
+                    self.book.insert(id, addresses);
+                    self.shared.set_replicated_book(self.book.clone());
+                    self.sm.apply_noop(e.index, time_ms);
+                }
+                Err(err) => {
+                    tracing::error!(index = e.index, %err, "undecodable entry payload applied as a no-op");
+                    self.sm.apply_noop(e.index, time_ms);
+                }
+            },
+            EntryKind::Noop | EntryKind::Config(_) => self.sm.apply_noop(e.index, time_ms),
+        }
+        assert_eq!(
+            self.sm.applied_index(),
+            e.index,
+            "state machine applied index follows the log"
+        );
+        self.last_applied_stamp = Some(e.stamp);
+        self.applied_since_snapshot += 1;
+        if let Some(pw) = self.pending_writes.remove(&e.index) {
+            if pw.term == e.term {
+                let latency_ms = self.now.mono_ms.saturating_sub(pw.proposed_mono_ms);
+                self.shared
+                    .metrics
+                    .quorum_ack_latency_seconds
+                    .observe(latency_ms as f64 / 1000.0);
+                let _ = pw.reply.send(Ok(WriteOk {
+                    header: self.header(),
+                    result,
+                }));
+            } else {
+                let err = ApiError::new(
+                    "NOT_LEADER",
+                    format!(
+                        "the write was not committed: index {} holds an entry of term {}",
+                        e.index, e.term
+                    ),
+                )
+                .with("leader", crate::error::leader_json(self.leader_ref()))
+                .with("term", self.node.term());
+                let _ = pw.reply.send(Err(err));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.applied_since_snapshot < self.cfg.snapshot_interval_entries {
+            return;
+        }
+        let applied = self.sm.applied_index();
+        if applied != self.node.applied_index() || applied <= self.node.log().snapshot_index {
+            return;
+        }
+        let data = encode_snapshot_data(&self.sm.snapshot(), &self.book);
+        let sessions = self.sm.session_table_bytes();
+        let now = self.tick_now();
+        match self.node.snapshot_created(now, applied, data, sessions) {
+            Ok(()) => {
+                self.applied_since_snapshot = 0;
+                self.shared.metrics.snapshots_created_total.inc();
+                tracing::info!(index = applied, "snapshot taken");
+            }
+            Err(e) => tracing::warn!(%e, "snapshot refused by the core"),
+        }
+    }
+
+    fn on_note(&mut self, n: Note) {
+        match n {
+            Note::BecameLeader { term } => {
+                self.became_leader_mono_ms = self.now.mono_ms;
+                tracing::info!(node = self.cfg.id, term, "became leader");
+            }
+            Note::SteppedDown { term, reason } => {
+                tracing::info!(node = self.cfg.id, term, reason, "stepped down")
+            }
+            Note::LeaderChanged { term, leader } => {
+                tracing::info!(node = self.cfg.id, term, ?leader, "leader changed")
+            }
+            Note::ConfigCommitted { index, membership } => tracing::info!(
+                index,
+                voters = ?membership.voters,
+                learners = ?membership.learners,
+                "configuration committed"
+            ),
+            Note::SnapshotInstalled { index, term } => {
+                tracing::info!(index, term, "snapshot installed")
+            }
+            Note::SnapshotInstallFailed { reason } => {
+                self.shared.metrics.snapshot_install_failures_total.inc();
+                tracing::warn!(%reason, "snapshot install failed");
+            }
+            Note::TransferStarted { target } => {
+                tracing::info!(target, "leadership transfer started")
+            }
+            Note::TransferAborted { target } => {
+                tracing::warn!(target, "leadership transfer aborted")
+            }
+        }
+    }
+
+    fn after_step(&mut self) {
+        let commit = self.node.commit_index();
+        if commit < self.last_commit {
+            self.shared.metrics.commit_index_regressions_total.inc();
+            tracing::error!(
+                commit,
+                previous = self.last_commit,
+                "commit index went down"
+            );
+        }
+        self.last_commit = commit;
+        if self.node.leader() != self.last_leader {
+            if self.node.leader().is_some() {
+                self.shared.metrics.leader_changes_total.inc();
+            }
+            self.last_leader = self.node.leader();
+        }
+        // Shutdown: a leader hands over first.
+        if let Some((deadline, _)) = &self.shutdown {
+            let _ = deadline;
+            if !self.transfer_sent && self.node.role() == Role::Leader {
+                if let Some(t) = self.transfer_candidate() {
+                    let now = self.now;
+                    match self.node.transfer_leader(now, t) {
+                        Ok(()) => {
+                            self.transfer_sent = true;
+                            tracing::info!(target = t, "shutdown: transferring leadership");
+                        }
+                        Err(e) => tracing::debug!(%e, "shutdown: transfer not possible yet"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutdown_done(&self) -> bool {
+        let Some((deadline, _)) = &self.shutdown else {
+            return false;
+        };
+        if self.now.mono_ms >= *deadline {
+            return true;
+        }
+        let solo = self.node.membership().voters.len() <= 1;
+        let handed_over = self.node.role() != Role::Leader || solo;
+        handed_over && self.pending_writes.is_empty() && self.pending_reads.is_empty()
+    }
+
+    fn mode(&mut self) -> &'static str {
+        if self.shutdown.is_some() {
+            return "shutting_down";
+        }
+        let id = self.cfg.id;
+        let m = self.node.membership();
+        if !m.voters.contains(&id) && !m.voters_outgoing.contains(&id) {
+            return "catching_up";
+        }
+        match self.node.leader() {
+            None => "no_leader",
+            Some(l) if l == id => {
+                let lease = self.node.lease_read_still_valid(self.now, ReadPath::Lease);
+                let settled =
+                    self.now.mono_ms > self.became_leader_mono_ms + 2 * self.cfg.lease_duration_ms;
+                if !lease && settled && self.now.wall_trusted {
+                    "no_quorum"
+                } else if !self.now.wall_trusted {
+                    "clock_untrusted"
+                } else {
+                    "healthy"
+                }
+            }
+            Some(_) => {
+                if !self.now.wall_trusted {
+                    "clock_untrusted"
+                } else if self.node.commit_index() > self.sm.applied_index() + 1000 {
+                    "catching_up"
+                } else {
+                    "healthy"
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let mode = self.mode();
+        let lease_valid = self.node.role() == Role::Leader
+            && self.node.lease_read_still_valid(self.now, ReadPath::Lease);
+        let m = self.node.membership().clone();
+        let id = self.cfg.id;
+        let role = if self.node.role() == Role::Follower && m.learners.contains(&id) {
+            "learner"
+        } else {
+            self.node.role().name()
+        };
+        let view = StatusView {
+            header: self.header(),
+            role,
+            commit_index: self.node.commit_index(),
+            mode,
+            lease_valid,
+            last_contact_ms: self.node.last_leader_contact_ms(),
+            voters: m.voters.iter().copied().collect(),
+            learners: m.learners.iter().copied().collect(),
+            voters_outgoing: m.voters_outgoing.iter().copied().collect(),
+        };
+        let metrics = &self.shared.metrics;
+        metrics.term.set(view.header.term as i64);
+        metrics.commit_index.set(view.commit_index as i64);
+        metrics.applied_index.set(view.header.applied_index as i64);
+        metrics
+            .config_version
+            .set(view.header.config_version as i64);
+        metrics
+            .is_leader
+            .set(i64::from(self.node.role() == Role::Leader));
+        metrics
+            .leader_id
+            .set(self.node.leader().unwrap_or(0) as i64);
+        metrics.lease_valid.set(i64::from(lease_valid));
+        metrics
+            .apply_lag_entries
+            .set(view.commit_index.saturating_sub(view.header.applied_index) as i64);
+        metrics.set_mode(mode);
+        *self.shared.status.write().expect("status lock") = view;
+    }
+}

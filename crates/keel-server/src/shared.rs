@@ -1,0 +1,161 @@
+//! State shared between the node loop, the HTTP handlers and the transport: the published
+//! status view (what every response header says), metrics, and the address book.
+
+use crate::codec::{AddressBook, Addresses};
+use crate::metrics::Metrics;
+use keel_core::NodeId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Header {
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub revision: u64,
+    pub applied_index: u64,
+    pub config_version: u64,
+    pub served_by: NodeId,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub role: &'static str,
+    pub peer_addr: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+/// What the node loop publishes after every iteration.
+#[derive(Clone, Debug, Default)]
+pub struct StatusView {
+    pub header: Header,
+    pub role: &'static str,
+    pub commit_index: u64,
+    pub mode: &'static str,
+    pub lease_valid: bool,
+    pub last_contact_ms: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Leaving voters while the configuration is joint.
+    pub voters_outgoing: Vec<NodeId>,
+}
+
+pub struct Shared {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub self_addresses: Addresses,
+    pub status: RwLock<StatusView>,
+    pub metrics: Metrics,
+    /// From flags / config file.
+    static_book: AddressBook,
+    /// Replicated through the log (wins over the static book).
+    replicated: RwLock<AddressBook>,
+    /// Client addresses peers announced in their handshakes.
+    learned_clients: RwLock<BTreeMap<NodeId, String>>,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: String,
+        self_addresses: Addresses,
+        static_book: AddressBook,
+    ) -> Shared {
+        let mut book = static_book;
+        book.insert(node_id, self_addresses.clone());
+        Shared {
+            node_id,
+            cluster_id,
+            self_addresses,
+            status: RwLock::new(StatusView {
+                mode: "no_leader",
+                role: "follower",
+                ..Default::default()
+            }),
+            metrics: Metrics::new(),
+            static_book: book,
+            replicated: RwLock::new(AddressBook::new()),
+            learned_clients: RwLock::new(BTreeMap::new()),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn status(&self) -> StatusView {
+        self.status.read().expect("status lock").clone()
+    }
+
+    pub fn header(&self) -> Header {
+        self.status.read().expect("status lock").header.clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_replicated_book(&self, book: AddressBook) {
+        *self.replicated.write().expect("book lock") = book;
+    }
+
+    pub fn learn_client_addr(&self, id: NodeId, addr: String) {
+        if !addr.is_empty() && addr.len() <= crate::codec::ADDRESS_BYTES_MAX {
+            self.learned_clients
+                .write()
+                .expect("learned lock")
+                .insert(id, addr);
+        }
+    }
+
+    pub fn peer_addr(&self, id: NodeId) -> Option<String> {
+        let replicated = self.replicated.read().expect("book lock");
+        replicated
+            .get(&id)
+            .or_else(|| self.static_book.get(&id))
+            .map(|a| a.peer_addr.clone())
+            .filter(|a| !a.is_empty())
+    }
+
+    pub fn client_addr(&self, id: NodeId) -> Option<String> {
+        let from_book = {
+            let replicated = self.replicated.read().expect("book lock");
+            replicated
+                .get(&id)
+                .or_else(|| self.static_book.get(&id))
+                .map(|a| a.client_addr.clone())
+                .filter(|a| !a.is_empty())
+        };
+        from_book.or_else(|| {
+            self.learned_clients
+                .read()
+                .expect("learned lock")
+                .get(&id)
+                .cloned()
+        })
+    }
+
+    pub fn members(&self, status: &StatusView) -> Vec<MemberView> {
+        let mut out = Vec::new();
+        let mut ids: Vec<(NodeId, &'static str)> =
+            status.voters.iter().map(|&id| (id, "voter")).collect();
+        ids.extend(
+            status
+                .voters_outgoing
+                .iter()
+                .filter(|id| !status.voters.contains(id))
+                .map(|&id| (id, "voter")),
+        );
+        ids.extend(status.learners.iter().map(|&id| (id, "learner")));
+        ids.sort();
+        for (id, role) in ids {
+            out.push(MemberView {
+                id,
+                role,
+                peer_addr: self.peer_addr(id),
+                client_addr: self.client_addr(id),
+            });
+        }
+        out
+    }
+}
