@@ -1,6 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> i32` (the exit code).
 pub mod check;
 pub mod model;
+pub mod serve;
 pub mod sim;
 pub mod storage;
-pub mod serve;
