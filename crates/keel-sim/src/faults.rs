@@ -10,13 +10,16 @@ pub const PAUSE: usize = 2;
 pub const CLOG: usize = 3;
 pub const CLOCK_JUMP: usize = 4;
 pub const SLOW_DISK: usize = 5;
-pub const FAULT_NAMES: [&str; 6] = ["partition", "crash", "pause", "clog", "clock-jump", "slow-disk"];
+/// A scripted sequence of partitions that follows leadership (Raft paper Figure 8 shapes).
+pub const LEADER_SHUFFLE: usize = 6;
+pub const FAULT_CLASSES: usize = 7;
+pub const FAULT_NAMES: [&str; FAULT_CLASSES] = ["partition", "crash", "pause", "clog", "clock-jump", "slow-disk", "leader-shuffle"];
 
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
     pub seed: u64,
     /// Which fault classes this seed uses.
-    pub enabled: [bool; 6],
+    pub enabled: [bool; FAULT_CLASSES],
     pub nemesis_gap_us: (u64, u64),
     pub net_delay_us: (u64, u64),
     pub loss: f64,
@@ -46,7 +49,7 @@ pub struct FaultPlan {
 impl FaultPlan {
     pub fn draw(rng: &mut ChaCha8Rng, opts: &SimOptions) -> FaultPlan {
         let seed = rng.gen();
-        let mut enabled = [false; 6];
+        let mut enabled = [false; FAULT_CLASSES];
         for e in enabled.iter_mut() {
             *e = opts.faults && rng.gen_bool(0.6);
         }
@@ -86,7 +89,7 @@ impl FaultPlan {
     }
 
     pub fn pick_fault(&self, rng: &mut ChaCha8Rng) -> usize {
-        let choices: Vec<usize> = (0..6).filter(|i| self.enabled[*i]).collect();
+        let choices: Vec<usize> = (0..FAULT_CLASSES).filter(|i| self.enabled[*i]).collect();
         choices[rng.gen_range(0..choices.len())]
     }
 

@@ -35,6 +35,8 @@ enum Ev {
     Liveness,
     LivenessProbe,
     Crash(NodeId),
+    /// Leader shuffle, step: (step, the leader it started from, node isolated last, polls left).
+    Shuffle(u8, NodeId, NodeId, u32),
 }
 
 struct Queued {
@@ -401,6 +403,10 @@ impl World {
                 None
             }
             Ev::Liveness => self.begin_liveness(),
+            Ev::Shuffle(step, first, last, polls) => {
+                self.shuffle_step(step, first, last, polls);
+                None
+            }
             Ev::Crash(id) => {
                 self.faults_injected += 1;
                 self.crash(id);
@@ -838,6 +844,18 @@ impl World {
                 }
                 self.schedule(dur, Ev::Heal);
             }
+            crate::faults::LEADER_SHUFFLE => {
+                // 1: the leader and one follower become a minority (they grow an uncommitted
+                // tail); 2: once the majority elects a new leader, isolate it alone (its first
+                // entries stay on it); 3: once yet another leader is elected, isolate that one a
+                // moment later and let the second rejoin. Steps poll every 20 ms.
+                if let Some(l) = leader {
+                    let partner = ids[self.rng.gen_range(0..ids.len())];
+                    let side: BTreeSet<NodeId> = [l, partner].into_iter().collect();
+                    self.partition_off(&side);
+                    self.schedule(20_000, Ev::Shuffle(2, l, l, 150));
+                }
+            }
             crate::faults::CLOCK_JUMP => {
                 if let Some(h) = self.hosts.get_mut(&victim) {
                     let old = h.clock.wall_offset_us;
@@ -856,6 +874,47 @@ impl World {
                 }
             }
             _ => unreachable!(),
+        }
+    }
+
+    /// Cuts every link between `side` and the rest (replacing the current partition).
+    fn partition_off(&mut self, side: &BTreeSet<NodeId>) {
+        self.blocked.clear();
+        let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
+        for &a in side {
+            for &b in &ids {
+                if !side.contains(&b) {
+                    self.blocked.insert((a, b));
+                    self.blocked.insert((b, a));
+                }
+            }
+        }
+    }
+
+    fn shuffle_step(&mut self, step: u8, first: NodeId, last: NodeId, polls: u32) {
+        if self.liveness_phase {
+            return;
+        }
+        let leader = self.current_leader();
+        let new_leader = leader.filter(|l| *l != first && *l != last);
+        match (step, new_leader) {
+            (2, Some(s)) => {
+                self.trace_line(|| format!("nemesis leader-shuffle: isolate new leader {s}"));
+                self.partition_off(&[s].into_iter().collect());
+                self.schedule(20_000, Ev::Shuffle(3, first, s, 150));
+            }
+            (3, Some(l)) => {
+                let delay = self.rng.gen_range(0..60_000);
+                self.trace_line(|| format!("nemesis leader-shuffle: isolate leader {l} in {}ms, {last} rejoins", delay / 1000));
+                self.schedule(delay, Ev::Shuffle(4, l, last, 0));
+            }
+            (4, _) => {
+                self.partition_off(&[first].into_iter().collect());
+                let heal = self.rng.gen_range(500_000..2_000_000);
+                self.schedule(heal, Ev::Heal);
+            }
+            (_, _) if polls > 0 => self.schedule(20_000, Ev::Shuffle(step, first, last, polls - 1)),
+            _ => self.blocked.clear(),
         }
     }
 
