@@ -1,108 +1,86 @@
-//! An in-memory disk for one node that models durable vs not-yet-durable writes: writes become
-//! durable in order, after a latency; a crash loses every write not yet durable, except that
-//! the first of them may survive torn (a prefix of its entries, never its hard state).
+//! One node's disk: the real keel-storage code (WAL, hard state, snapshots) through
+//! keel-persist, over the simulated file system `SimIo`. A write is staged when the core hands
+//! it over (log records written, not synced) and finished (synced) after a simulated latency;
+//! a crash in between loses or tears what was not synced, exactly as SimIo models it.
 
-use keel_core::{Entry, HardState, Snapshot, Write};
+use keel_core::Write;
+use keel_persist::{Recovery, Staged};
+use keel_storage::{SimFaults, SimIo, Storage, StorageOptions, WalOptions};
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
-#[derive(Clone, Debug, Default)]
-pub struct Durable {
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    /// Entries after `first_index - 1`, contiguous.
-    pub entries: Vec<Entry>,
-}
+/// Small segments so that rollover and purge happen often in a short run.
+const SEGMENT_CAPACITY_BYTES: u64 = 64 << 10;
 
-impl Durable {
-    pub fn apply(&mut self, w: &Write, torn_entries: Option<usize>) {
-        if let Some(s) = &w.snapshot {
-            let keep_from = s.meta.index + 1;
-            // Entries the snapshot covers stay until compaction; a snapshot that does not match
-            // the log replaces it (install from a leader).
-            let matches = self.entries.iter().any(|e| e.index == s.meta.index && e.term == s.meta.term);
-            if !matches {
-                self.entries.retain(|e| e.index >= keep_from);
-                if self.entries.first().is_some_and(|e| e.index != keep_from) {
-                    self.entries.clear();
-                }
-            }
-            self.snapshot = Some(s.clone());
-        }
-        if let Some(t) = w.truncate_from {
-            self.entries.retain(|e| e.index < t);
-        }
-        let n = torn_entries.unwrap_or(w.entries.len()).min(w.entries.len());
-        for e in &w.entries[..n] {
-            if let Some(last) = self.entries.last() {
-                if e.index != last.index + 1 {
-                    // Appends after a snapshot install start a fresh contiguous run.
-                    self.entries.retain(|x| x.index < e.index);
-                }
-            }
-            self.entries.push(e.clone());
-        }
-        if torn_entries.is_some() {
-            return; // A torn write never reaches its hard state.
-        }
-        if let Some(hs) = w.hard_state {
-            self.hard_state = hs;
-        }
-        if let Some(c) = w.compact_to {
-            self.entries.retain(|e| e.index > c);
-        }
-    }
-
-    /// The entries a restarting node gets: contiguous, right after the snapshot.
-    pub fn restored_entries(&self) -> Vec<Entry> {
-        let base = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
-        let mut out: Vec<Entry> = self.entries.iter().filter(|e| e.index > base).cloned().collect();
-        // Keep only the contiguous run from base + 1.
-        let mut expect = base + 1;
-        let mut keep = 0;
-        for e in &out {
-            if e.index != expect {
-                break;
-            }
-            expect += 1;
-            keep += 1;
-        }
-        out.truncate(keep);
-        out
-    }
-}
-
-#[derive(Clone, Debug, Default)]
 pub struct Disk {
-    pub durable: Durable,
-    /// Issued writes not yet durable, with the true time (µs) each completes.
-    pub pending: VecDeque<(u64, Write)>,
+    pub io: SimIo,
+    dir: PathBuf,
+    storage: Option<Storage<SimIo>>,
+    /// Staged writes not yet finished: (write id, what finish must do).
+    staged: VecDeque<(u64, Staged)>,
     pub latency_us_min: u64,
     pub latency_us_max: u64,
-    pub last_done_us: u64,
+    last_done_us: u64,
 }
 
 impl Disk {
-    /// Enqueues a write; returns its completion time (writes complete in order).
-    pub fn submit(&mut self, now_us: u64, latency_us: u64, w: Write) -> u64 {
+    pub fn new(seed: u64, id: u64, latency_us: (u64, u64)) -> Disk {
+        let faults = SimFaults { sync_latency_us_min: 0, sync_latency_us_max: 0, write_latency_us_per_kib: 0, ..SimFaults::default() };
+        Disk {
+            io: SimIo::with_faults(seed ^ id.wrapping_mul(0x9E37_79B9), faults),
+            dir: PathBuf::from(format!("/node-{id}")),
+            storage: None,
+            staged: VecDeque::new(),
+            latency_us_min: latency_us.0,
+            latency_us_max: latency_us.1,
+            last_done_us: 0,
+        }
+    }
+
+    /// Opens (recovers) the data directory.
+    pub fn open(&mut self) -> Result<Recovery, String> {
+        assert!(self.storage.is_none(), "open a closed disk only");
+        let options = StorageOptions {
+            wal: WalOptions { segment_capacity_bytes: SEGMENT_CAPACITY_BYTES, ..WalOptions::default() },
+            repair: false,
+        };
+        let (storage, recovery) = keel_persist::open(self.io.clone(), &self.dir, options)?;
+        self.storage = Some(storage);
+        Ok(recovery)
+    }
+
+    /// Stages a write now; returns the true time (µs) at which it will be durable.
+    pub fn submit(&mut self, now_us: u64, latency_us: u64, w: Write) -> Result<u64, String> {
+        let st = self.storage.as_mut().expect("disk open");
+        let staged = keel_persist::stage(st, std::slice::from_ref(&w)).map_err(|e| format!("stage write {}: {e}", w.id))?;
+        self.staged.push_back((w.id, staged));
         let done = (now_us + latency_us).max(self.last_done_us + 1);
         self.last_done_us = done;
-        self.pending.push_back((done, w));
-        done
+        Ok(done)
     }
 
-    /// Completes the oldest pending write (its time has come). Returns its id.
-    pub fn complete_next(&mut self) -> Option<u64> {
-        let (_, w) = self.pending.pop_front()?;
-        self.durable.apply(&w, None);
-        Some(w.id)
+    /// Finishes the oldest staged write (one sync). Returns its id.
+    pub fn complete_next(&mut self) -> Result<Option<u64>, String> {
+        let Some((id, staged)) = self.staged.pop_front() else { return Ok(None) };
+        let st = self.storage.as_mut().expect("disk open");
+        keel_persist::finish(st, &staged).map_err(|e| format!("finish write {id}: {e}"))?;
+        Ok(Some(id))
     }
 
-    /// A crash: pending writes are lost; the first may survive torn.
-    pub fn crash(&mut self, torn_prefix: Option<usize>) {
-        if let (Some(n), Some((_, w))) = (torn_prefix, self.pending.front()) {
-            let w = w.clone();
-            self.durable.apply(&w, Some(n));
-        }
-        self.pending.clear();
+    pub fn pending(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Clean shutdown: everything was finished; the directory is closed (lock released).
+    pub fn close(&mut self) {
+        assert!(self.staged.is_empty(), "close only with every write finished");
+        self.storage = None;
+    }
+
+    /// Power loss: unsynced data is lost or torn (SimIo's crash model), the process is gone.
+    pub fn crash(&mut self) {
+        self.storage = None;
+        self.staged.clear();
+        self.io.crash();
     }
 }

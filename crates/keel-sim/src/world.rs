@@ -188,17 +188,27 @@ impl World {
         let mut host = Host {
             node: None,
             app: App::default(),
-            disk: Disk::default(),
+            disk: Disk::new(self.plan.seed, id, self.plan.disk_latency_us),
             clock,
             life: 0,
             paused_until_us: 0,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
         };
-        host.disk.durable.hard_state = restored.hard_state;
-        if let Some(meta) = restored.snapshot.clone() {
-            host.disk.durable.snapshot = Some(keel_core::Snapshot { meta, data: App::default().snapshot_bytes() });
+        // A brand-new member: persist its bootstrap state (the initial configuration) first.
+        if let Err(e) = host.disk.open() {
+            panic!("fresh disk of node {id} failed to open: {e}");
         }
+        if let Some(meta) = restored.snapshot.clone() {
+            let w = keel_core::Write {
+                id: 0,
+                snapshot: Some(keel_core::Snapshot { meta, data: App::default().snapshot_bytes() }),
+                ..Default::default()
+            };
+            host.disk.submit(0, 0, w).expect("bootstrap write");
+            host.disk.complete_next().expect("bootstrap sync");
+        }
+        host.disk.close();
         self.hosts.insert(id, host);
         self.boot(id);
     }
@@ -208,18 +218,17 @@ impl World {
         let cfg = self.node_config(id);
         let now_us = self.now_us;
         let host = self.hosts.get_mut(&id).expect("host exists");
-        let d = &host.disk.durable;
-        let restored = Restored {
-            hard_state: d.hard_state,
-            snapshot: d.snapshot.as_ref().map(|s| s.meta.clone()),
-            entries: d.restored_entries(),
+        let recovery = match host.disk.open() {
+            Ok(r) => r,
+            Err(e) => return Some(Violation { property: "recovery", detail: format!("node {id} storage refused to open: {e}") }),
         };
+        let restored = recovery.restored;
         let now = host.clock.read(now_us);
         let mut node = match Node::new(cfg, restored, now) {
             Ok(n) => n,
             Err(e) => return Some(Violation { property: "recovery", detail: format!("node {id} refused to start: {e}") }),
         };
-        host.app = match &d.snapshot {
+        host.app = match &recovery.snapshot {
             Some(s) => {
                 node.set_snapshot(s.clone());
                 if s.meta.index == 0 {
@@ -332,7 +341,11 @@ impl World {
                     self.schedule(wait, Ev::DiskDone(id, life));
                     return None;
                 }
-                let wid = host.disk.complete_next()?;
+                let wid = match host.disk.complete_next() {
+                    Ok(Some(w)) => w,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Violation { property: "storage", detail: format!("node {id}: {e}") }),
+                };
                 let now = host.clock.read(self.now_us);
                 host.node.as_mut().expect("alive").persisted(now, wid);
                 self.record(3, id, wid, 0);
@@ -440,8 +453,10 @@ impl World {
             let mut disk_events = Vec::new();
             for w in ready.writes {
                 let lat = self.rng.gen_range(host.disk.latency_us_min..=host.disk.latency_us_max.max(host.disk.latency_us_min));
-                let done = host.disk.submit(now_us, lat, w);
-                disk_events.push(done - now_us);
+                match host.disk.submit(now_us, lat, w) {
+                    Ok(done) => disk_events.push(done - now_us),
+                    Err(e) => return Some(Violation { property: "storage", detail: format!("node {id}: {e}") }),
+                }
             }
             for d in disk_events {
                 self.schedule(d, Ev::DiskDone(id, life));
@@ -745,7 +760,7 @@ impl World {
             .hosts
             .iter()
             .map(|(id, h)| match &h.node {
-                Some(n) => format!("state {} disk_pending {}", n.summary(), h.disk.pending.len()),
+                Some(n) => format!("state {} disk_pending {}", n.summary(), h.disk.pending()),
                 None => format!("state node {id} down"),
             })
             .collect();
@@ -924,8 +939,7 @@ impl World {
         }
         if let Some(h) = self.hosts.get_mut(&victim) {
             if h.node.is_some() {
-                let torn = if self.rng.gen_bool(self.plan.torn) { Some(self.rng.gen_range(0..4)) } else { None };
-                h.disk.crash(torn);
+                h.disk.crash();
                 h.node = None;
                 self.monitor.observe_crash(victim);
                 let restart = self.rng.gen_range(50_000..2_000_000);
