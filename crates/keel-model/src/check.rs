@@ -15,7 +15,50 @@ fn broken(property: &str, detail: String) -> Result<(), Broken> {
 
 /// Checks every property and updates the per-path history (leaders, committed entries,
 /// "sometimes" bits).
-pub fn check_state(s: &mut State) -> Result<(), Broken> {
+pub fn check_state(prev: &State, s: &mut State) -> Result<(), Broken> {
+    for (h, before) in s.hosts.iter().zip(&prev.hosts) {
+        // The commit rule (Raft Figure 8): a leader advances its commit index only to an entry
+        // of its own term; older entries are committed indirectly, never by counting replicas.
+        let n = &h.node;
+        if n.role() == Role::Leader
+            && before.node.role() == Role::Leader
+            && n.term() == before.node.term()
+            && n.commit_index() > before.node.commit_index()
+            && n.log().term(n.commit_index()) != Some(n.term())
+        {
+            return broken(
+                "commit-current-term",
+                format!(
+                    "leader {} of term {} advanced its commit to index {} of term {:?}",
+                    n.id(),
+                    n.term(),
+                    n.commit_index(),
+                    n.log().term(n.commit_index())
+                ),
+            );
+        }
+        // Joint consensus: consecutive configurations in a log change voters only through a
+        // joint configuration whose outgoing voters are the previous voters.
+        let mut previous = n
+            .snapshot()
+            .filter(|snap| snap.meta.index == n.log().snapshot_index)
+            .map(|snap| &snap.meta.membership);
+        for e in n.log().entries() {
+            if let EntryKind::Config(m) = &e.kind {
+                if let Some(p) = previous {
+                    let direct = !m.is_joint() && !p.is_joint() && m.voters != p.voters;
+                    let wrong_joint = m.is_joint() && m.voters_outgoing != p.voters;
+                    if direct || wrong_joint {
+                        return broken(
+                            "joint-consensus",
+                            format!("node {}: configuration at index {} switches voters {:?} -> {:?} without the joint phase", n.id(), e.index, p.voters, m.voters),
+                        );
+                    }
+                }
+                previous = Some(m);
+            }
+        }
+    }
     for h in &s.hosts {
         let n = &h.node;
         let log = n.log();

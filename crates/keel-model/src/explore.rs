@@ -107,13 +107,13 @@ fn step(s: &State, a: &Action, b: &Bounds) -> (State, Result<(), Broken>) {
     QUIET_PANICS.with(|q| q.set(true));
     let r = catch_unwind(AssertUnwindSafe(|| {
         apply(&mut next, a, b)?;
-        check_state(&mut next)
+        check_state(s, &mut next)
     }));
     QUIET_PANICS.with(|q| q.set(false));
     let r = match r {
         Ok(r) => r,
         Err(p) => Err(Broken {
-            property: "core-assertion".into(),
+            property: "assertion".into(),
             detail: panic_text(p),
         }),
     };

@@ -59,6 +59,7 @@ pub struct Bounds {
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub lease_duration_ms: u64,
+    pub append_entries_max: usize,
     pub pre_vote: bool,
     pub mutant: Option<Mutant>,
 }
@@ -69,7 +70,7 @@ impl Default for Bounds {
             nodes: 3,
             term_max: 3,
             log_entries_max: 4,
-            crashes: 1,
+            crashes: 0,
             messages: 6,
             proposals: 1,
             reads: 1,
@@ -80,13 +81,14 @@ impl Default for Bounds {
             duplicates: 0,
             ticks: 3,
             sync_disk: true,
-            depth_max: 22,
+            depth_max: 10,
             states_max: 3_000_000,
             time_limit_s: 300,
             time_max_ms: 2_000,
             election_timeout_ms: 100,
             heartbeat_interval_ms: 50,
             lease_duration_ms: 300,
+            append_entries_max: 4,
             pre_vote: false,
             mutant: None,
         }
@@ -106,41 +108,52 @@ impl Bounds {
         };
         match m {
             Mutant::CommitPreviousTerm => Bounds {
-                crashes: 0,
-                term_max: 4,
-                log_entries_max: 3,
-                messages: 4,
+                term_max: 2,
+                ticks: 2,
+                log_entries_max: 2,
+                append_entries_max: 1,
                 ..base
             },
             Mutant::VoteBeforePersist => Bounds {
                 crashes: 1,
-                term_max: 2,
+                term_max: 1,
+                ticks: 1,
                 ..base
             },
             Mutant::VoteWithoutLogCheck => Bounds {
-                term_max: 3,
+                term_max: 2,
+                ticks: 2,
                 ..base
             },
             Mutant::AppendWithoutPrevCheck => Bounds {
-                proposals: 1,
-                term_max: 3,
+                term_max: 2,
+                ticks: 2,
+                messages: 4,
                 ..base
             },
             Mutant::SkipJointConsensus => Bounds {
                 conf_changes: 1,
-                term_max: 3,
+                term_max: 1,
+                ticks: 1,
                 ..base
             },
             Mutant::LeaseWithoutWait => Bounds {
                 proposals: 1,
                 reads: 1,
                 term_max: 2,
+                ticks: 2,
+                log_entries_max: 3,
+                messages: 4,
                 ..base
             },
             Mutant::ReadIndexWithoutQuorum => Bounds {
                 proposals: 1,
                 reads: 1,
                 term_max: 2,
+                ticks: 2,
+                log_entries_max: 3,
+                messages: 4,
+                lease_duration_ms: 150,
                 ..base
             },
         }
@@ -192,7 +205,7 @@ impl Bounds {
         c.clock_uncertainty_ms = 5;
         c.clock_drift_ppm_max = 1000;
         c.pre_vote = self.pre_vote;
-        c.append_entries_max = 4;
+        c.append_entries_max = self.append_entries_max;
         c.inflight_messages_max = 4;
         c.snapshot_chunk_bytes_max = 1024;
         c.compaction_retain_entries = 0;
