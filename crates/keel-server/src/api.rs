@@ -574,7 +574,9 @@ async fn put_key_b64(
     }
 }
 
-type Prepared = (Command, Option<SessionTag>, Option<(Method, Uri, Bytes)>);
+/// The original request, kept to forward it to the leader (`?forward=true`).
+type Forward = Option<(Method, Uri, Bytes)>;
+type Prepared = (Command, Option<SessionTag>, Forward);
 
 fn forward_ctx(
     uri: &Uri,
@@ -587,7 +589,7 @@ fn forward_ctx(
         (
             method,
             uri.clone(),
-            body.as_ref().map(Bytes::clone).unwrap_or_default(),
+            body.as_ref().ok().cloned().unwrap_or_default(),
         )
     }))
 }
@@ -1148,7 +1150,7 @@ async fn add_member(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let prepared = (|| -> Result<(MemberIn, Option<(Method, Uri, Bytes)>), ApiError> {
+    let prepared = (|| -> Result<(MemberIn, Forward), ApiError> {
         let fwd = forward_ctx(&uri, method, &body)?;
         let input: MemberIn = parse_body(body, false)?;
         if input.id == 0 {
@@ -1234,7 +1236,7 @@ async fn transfer_leader(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let prepared = (|| -> Result<(Option<NodeId>, Option<(Method, Uri, Bytes)>), ApiError> {
+    let prepared = (|| -> Result<(Option<NodeId>, Forward), ApiError> {
         let fwd = forward_ctx(&uri, method, &body)?;
         let input: TransferIn = parse_body(body, true)?;
         if input.target == Some(0) {

@@ -53,6 +53,11 @@ pub struct HelloAck {
     pub client_addr: String,
 }
 
+/// Same major: a peer's minor version is accepted if it is ours, newer, or the previous one.
+pub fn minor_accepted(peer_minor: u32, our_minor: u32) -> bool {
+    peer_minor.saturating_add(1) >= our_minor
+}
+
 /// Checks a peer's handshake against ours; `Err` is the reason to refuse (logged by both sides).
 pub fn check_hello(h: &Hello, cluster_id: &str, my_id: u64) -> Result<(), String> {
     if h.version_major != PROTOCOL_MAJOR {
@@ -61,7 +66,7 @@ pub fn check_hello(h: &Hello, cluster_id: &str, my_id: u64) -> Result<(), String
             h.version_major, h.version_minor, PROTOCOL_MAJOR, PROTOCOL_MINOR
         ));
     }
-    if h.version_minor + 1 < PROTOCOL_MINOR {
+    if !minor_accepted(h.version_minor, PROTOCOL_MINOR) {
         return Err(format!(
             "protocol version {}.{} is too old (this node accepts {}.{} and {}.{})",
             h.version_major,
@@ -635,6 +640,8 @@ mod tests {
             .unwrap_err()
             .contains("incompatible"));
         assert!(check_hello(&ok, "other", 1).is_err());
+        assert!(minor_accepted(2, 3) && minor_accepted(3, 3) && minor_accepted(4, 3));
+        assert!(!minor_accepted(1, 3));
         assert!(check_hello(&ok, "c", 2).is_err());
     }
 }

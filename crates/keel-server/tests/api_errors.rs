@@ -34,7 +34,16 @@ async fn malformed_requests_get_json_errors_and_the_node_survives() {
     let mut c = Cluster::start(1, 10_000).await;
     c.wait_leader(Duration::from_secs(10)).await;
 
-    let cases: Vec<(Method, String, Option<String>, u16, &str, Option<&str>)> = vec![
+    // (method, path, body, expected status, code, field)
+    type Case = (
+        Method,
+        String,
+        Option<String>,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         (Method::GET, "/nope".into(), None, 404, "NOT_FOUND", None),
         (
             Method::POST,

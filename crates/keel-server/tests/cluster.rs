@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Cluster, ELECTION_TIMEOUT_MS};
+
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -171,7 +172,6 @@ async fn three_nodes_elect_write_fail_over_and_catch_up() {
         metrics.contains("keel_snapshots_created_total"),
         "{metrics}"
     );
-    assert!(ELECTION_TIMEOUT_MS > 0);
     c.shutdown_all().await;
 }
 
