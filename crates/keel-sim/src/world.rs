@@ -919,7 +919,7 @@ impl World {
                 self.schedule(20_000, Ev::Shuffle(3, first, s, 150));
             }
             (3, Some(l)) => {
-                let delay = self.rng.gen_range(0..60_000);
+                let delay = if self.rng.gen_bool(0.5) { self.rng.gen_range(0..8_000) } else { self.rng.gen_range(0..60_000) };
                 self.trace_line(|| format!("nemesis leader-shuffle: isolate leader {l} in {}ms, {last} rejoins", delay / 1000));
                 self.schedule(delay, Ev::Shuffle(4, l, last, 0));
             }
