@@ -569,6 +569,7 @@ impl Node {
             || self.log.handed < self.log.committed
             || self.gated.front().is_some_and(|(g, _)| *g <= self.durable_seq)
             || self.gated.iter().any(|(g, _)| *g > self.write_seq)
+            || self.pending_reads.iter().any(|r| !r.needs_round && r.index > 0 && r.index <= self.log.handed.max(self.log.committed))
     }
 
     // ----- Message dispatch -----
