@@ -17,6 +17,26 @@ struct Cli {
 enum Command {
     /// Run a Keel node.
     Serve(cmd::serve::Args),
+    /// Start a 3-node cluster on loopback with a guided tour (Ctrl-C stops it).
+    Demo(cmd::demo::Args),
+    /// Write a key.
+    Put(cmd::kv::PutArgs),
+    /// Read a key.
+    Get(cmd::kv::GetArgs),
+    /// Delete a key.
+    Del(cmd::kv::DelArgs),
+    /// Compare-and-swap a key on its value or mod revision.
+    Cas(cmd::kv::CasArgs),
+    /// Run a multi-key transaction (JSON from a file or stdin).
+    Txn(cmd::kv::TxnArgs),
+    /// Read keys by prefix or in [START, END).
+    Range(cmd::kv::RangeArgs),
+    /// Show every endpoint's view of the cluster.
+    Status(cmd::cluster::StatusArgs),
+    /// List, add, promote or remove cluster members.
+    Members(cmd::cluster::MembersArgs),
+    /// Hand leadership to another voter.
+    TransferLeader(cmd::cluster::TransferLeaderArgs),
     /// Check histories for linearizability (Jepsen EDN, Jepsen logs, Keel JSON lines).
     Check(cmd::check::Args),
     /// Model-check the consensus core exhaustively within bounds.
@@ -31,6 +51,16 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Put(args) => cmd::kv::run_put(args),
+        Command::Get(args) => cmd::kv::run_get(args),
+        Command::Del(args) => cmd::kv::run_del(args),
+        Command::Cas(args) => cmd::kv::run_cas(args),
+        Command::Txn(args) => cmd::kv::run_txn(args),
+        Command::Range(args) => cmd::kv::run_range(args),
+        Command::Status(args) => cmd::cluster::run_status(args),
+        Command::Members(args) => cmd::cluster::run_members(args),
+        Command::TransferLeader(args) => cmd::cluster::run_transfer_leader(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Sim(args) => cmd::sim::run(args),

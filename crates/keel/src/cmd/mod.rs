@@ -1,5 +1,9 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> i32` (the exit code).
 pub mod check;
+pub mod cluster;
+pub mod conn;
+pub mod demo;
+pub mod kv;
 pub mod model;
 pub mod serve;
 pub mod sim;
