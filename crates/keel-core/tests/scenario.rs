@@ -23,8 +23,20 @@
 //! payloads). After every event the `SafetyMonitor` checks the node, and any violation is printed
 //! into the output as a `VIOLATION` line, so a golden file would show it.
 //!
-//! Notation in the output: an entry is `index@tterm kind`, e.g. `5@t2 "x"` or `3@t1 noop`.
-//! Commands are listed in `World::run_command`.
+//! Time: one true clock for the whole world; every node's monotonic and wall clocks move with
+//! it (plus any skew `set-clock` gives a node). `tick NODE ms=..` lets time pass for everyone
+//! and fires only that node's timers; `campaign NODE` does the same in 10 ms steps until the
+//! node starts an election.
+//!
+//! Any `VIOLATION`, core panic or `CORE BUG` line fails the `scenarios` test even if the golden
+//! file contains it. Scripts that reproduce open core bugs live in `tests/bugs/` and run only
+//! with `-- --ignored` (they fail until the bug is fixed). `quiet=true` on any command keeps only
+//! such alarm lines. `SCENARIO=name` runs only the files whose path contains `name`.
+//!
+//! Notation in the output: an entry is `index@tterm kind`, e.g. `5@t2 "x"` or `3@t1 noop`;
+//! indented lines are what a node did in reaction (`write#N` = a durable write it issued,
+//! `send` = a message it released, `apply`, `read`, `note`). Commands are listed, with their
+//! arguments, in `World::run_command`.
 
 use keel_core::invariants::SafetyMonitor;
 use keel_core::{
@@ -906,7 +918,8 @@ impl World {
                 self.line(format!("{id}: did not campaign within +{waited}ms"));
                 Ok(())
             }
-            // propose NODE DATA [bytes=N] (bytes: pad the payload to N bytes)
+            // propose NODE DATA [bytes=N] [count=N] (bytes: pad the payload to N bytes;
+            // count: propose N entries DATA1..DATAN)
             "propose" => {
                 let id = a.id(0)?;
                 let base = a.pos(1, "data")?.to_string();
@@ -1029,6 +1042,7 @@ impl World {
                 }
                 Err("no snapshot chunk queued".into())
             }
+            // msgs: list the queued messages without delivering them.
             "msgs" => {
                 let lines: Vec<String> = self.net.iter().map(fmt_msg).collect();
                 if lines.is_empty() {
