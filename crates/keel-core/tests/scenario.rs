@@ -527,8 +527,8 @@ impl World {
             let now = host.time();
             let node = host.node.as_mut().expect("live");
             // The harness calls `ready()` until it comes back empty rather than trusting
-            // `has_ready()` (see bugs/has_ready_misses_reads.txt); `check-has-ready` makes it
-            // report when the two disagree.
+            // `has_ready()`, and reports a CORE BUG line when `has_ready()` said false but
+            // `ready()` had output (on in every script; see scenarios/has_ready_reads.txt).
             let promised = node.has_ready();
             let rd = node.ready();
             if rd.is_empty() {
@@ -1235,7 +1235,7 @@ impl World {
                 self.line(format!("{id}: app={s}"));
                 Ok(())
             }
-            // check-has-ready: from now on, report when has_ready() and ready() disagree.
+            // check-has-ready: report when has_ready() and ready() disagree (the default).
             "check-has-ready" => {
                 self.check_has_ready = true;
                 Ok(())
@@ -1315,7 +1315,10 @@ fn parse_script(text: &str) -> Vec<Item> {
 fn run_script(path: &Path) -> (String, Vec<String>) {
     let text = std::fs::read_to_string(path).expect("read scenario");
     let items = parse_script(&text);
-    let mut world = World::default();
+    let mut world = World {
+        check_has_ready: true,
+        ..World::default()
+    };
     let mut out = String::new();
     let mut mismatches = Vec::new();
     let mut aborted = false;
@@ -1533,6 +1536,13 @@ fn harness_detects_a_mismatch() {
     assert!(text.starts_with("add-nodes 1\n----\n"), "{text}");
     // Regenerated output is itself a fixed point.
     std::fs::write(&path, &text).expect("write");
+    assert!(is_alarm(
+        "  1: CORE BUG: has_ready() was false but ready() returned output"
+    ));
+    assert!(is_alarm(
+        "VIOLATION election-safety: nodes 1 and 2 both leader in term 3"
+    ));
+    assert!(!is_alarm("# comments may mention a CORE BUG"));
     let (again, none) = run_script(&path);
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(again, text);
