@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
                 ops: 1700,
                 keys: 8,
                 info_percent: 2,
+                append_percent: 30,
                 ..GenConfig::default()
             },
             Model::Kv,
@@ -87,6 +88,7 @@ fn bench(c: &mut Criterion) {
                 ops: 3000,
                 keys: 8,
                 info_percent: 2,
+                append_percent: 30,
                 ..GenConfig::default()
             },
             Model::Kv,

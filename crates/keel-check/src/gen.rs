@@ -42,6 +42,8 @@ pub struct GenConfig {
     pub cas_percent: u32,
     /// Chance that a completion is a crash (`info`).
     pub info_percent: u32,
+    /// Kv only: share of non-read, non-cas operations that are appends (of a unique token).
+    pub append_percent: u32,
 }
 
 impl Default for GenConfig {
@@ -56,6 +58,7 @@ impl Default for GenConfig {
             read_percent: 50,
             cas_percent: 30,
             info_percent: 5,
+            append_percent: 0,
         }
     }
 }
@@ -140,6 +143,11 @@ pub fn linearizable(config: &GenConfig) -> History {
                     };
                     next_value += 1;
                     ("cas", Value::List(vec![expected, fresh(next_value - 1)]))
+                } else if config.flavor == Flavor::Kv
+                    && rng.gen_range(0..100) < config.append_percent
+                {
+                    next_value += 1;
+                    ("append", Value::Str(format!("a{},", next_value - 1)))
                 } else {
                     next_value += 1;
                     (write_f, fresh(next_value - 1))
@@ -219,6 +227,15 @@ fn apply(state: &mut [Value], op: &Pending) -> (bool, Value) {
                 (false, Value::Nil)
             }
         }
+        "append" => {
+            let prefix = if cell.is_nil() {
+                String::new()
+            } else {
+                cell.to_text()
+            };
+            *cell = Value::Str(format!("{prefix}{}", op.input.to_text()));
+            (true, Value::Nil)
+        }
         _ => {
             *cell = op.input.clone();
             (true, Value::Nil)
@@ -268,6 +285,9 @@ fn written(op: &Op) -> Option<&Value> {
 /// place for it (too few operations). The result is never linearizable.
 pub fn inject(history: &History, anomaly: Anomaly, seed: u64) -> Option<History> {
     let ops = pair_operations(history).expect("generated histories are well-formed");
+    if ops.iter().any(|o| o.f == "append") {
+        return None; // the proofs below assume every state was written by one put / cas
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Every written value is unique: required by the proofs below.
     let mut writers: BTreeMap<(Option<Value>, Value), usize> = BTreeMap::new();

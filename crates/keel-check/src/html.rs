@@ -5,6 +5,7 @@
 
 use crate::check::{PartitionReport, Report, Verdict};
 use crate::history::OpStatus;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -72,7 +73,52 @@ fn section(out: &mut String, title: &str, report: &Report) {
 }
 
 fn draw_partition(out: &mut String, report: &Report, partition: &PartitionReport) {
-    let ops: Vec<usize> = partition.ops.iter().copied().take(OPS_DRAWN_MAX).collect();
+    let all: Vec<usize> = partition.ops.iter().copied().take(OPS_DRAWN_MAX).collect();
+    let Some(e) = partition.explanation.as_ref() else {
+        timeline(out, report, partition, all, "", true);
+        return;
+    };
+    // A close-up first: the last few linearized operations, the pending ones and the
+    // blocking one, with everything that overlaps them in time.
+    let ops = &report.ops;
+    let mut focus: Vec<usize> = e.prefix.iter().rev().take(6).map(|s| s.op).collect();
+    focus.extend(e.stuck.iter().map(|s| s.op));
+    focus.push(e.blocking_op);
+    let from = focus
+        .iter()
+        .map(|&i| ops[i].invoke_index)
+        .min()
+        .unwrap_or(0);
+    let to = focus
+        .iter()
+        .map(|&i| ops[i].complete_index.unwrap_or(ops[i].invoke_index))
+        .max()
+        .unwrap_or(0);
+    let near: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let end = match ops[i].status {
+                OpStatus::Info => usize::MAX,
+                _ => ops[i].complete_index.unwrap_or(usize::MAX),
+            };
+            ops[i].invoke_index <= to
+                && end >= from
+                && (ops[i].status != OpStatus::Info || focus.contains(&i))
+        })
+        .collect();
+    timeline(out, report, partition, near, "around the violation", true);
+    timeline(out, report, partition, all, "whole history", false);
+}
+
+fn timeline(
+    out: &mut String,
+    report: &Report,
+    partition: &PartitionReport,
+    ops: Vec<usize>,
+    caption: &str,
+    header: bool,
+) {
     let position: BTreeMap<usize, usize> = partition
         .linearization
         .iter()
@@ -149,25 +195,38 @@ fn draw_partition(out: &mut String, report: &Report, partition: &PartitionReport
         Verdict::NotLinearizable => "bad",
         Verdict::Unknown => "unknown",
     };
-    let _ = write!(
-        out,
-        "<h2>partition {} <span class=\"verdict {class}\">{}</span></h2><p class=\"meta\">{} operations · linearized {} · {} search steps · axis: {}</p>",
-        escape(&partition.label),
-        partition.verdict.name(),
-        partition.ops.len(),
-        partition.linearization.len(),
-        partition.steps,
-        if monotone { "recorded time (ns)" } else { "event index" }
-    );
-    if let Some(reason) = &partition.reason {
-        let _ = write!(out, "<p class=\"meta\">unknown: {}</p>", escape(reason));
+    if header {
+        let _ = write!(
+            out,
+            "<h2>partition {} <span class=\"verdict {class}\">{}</span></h2><p class=\"meta\">{} operations · linearized {} · {} search steps · axis: {}</p>",
+            escape(&partition.label),
+            partition.verdict.name(),
+            partition.ops.len(),
+            partition.linearization.len(),
+            partition.steps,
+            if monotone { "recorded time (ns)" } else { "event index" }
+        );
+        if let Some(reason) = &partition.reason {
+            let _ = write!(out, "<p class=\"meta\">unknown: {}</p>", escape(reason));
+        }
+    }
+    if !caption.is_empty() {
+        let _ = write!(out, "<p class=\"caption\">{}</p>", escape(caption));
     }
     let _ = write!(
         out,
         "<svg width=\"{WIDTH_PX}\" height=\"{height}\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
+    let tick_step = if monotone {
+        span / 10.0
+    } else {
+        (span / 10.0).ceil().max(1.0)
+    };
     for tick in 0..=10 {
-        let v = start + span * tick as f64 / 10.0;
+        let v = start + tick_step * tick as f64;
+        if v > end + 1e-9 {
+            break;
+        }
         let tx = x(v);
         let _ = write!(
             out,
@@ -230,26 +289,36 @@ fn draw_partition(out: &mut String, report: &Report, partition: &PartitionReport
             Some(pos) => format!("{pos}: {}", short(op)),
             None => short(op),
         };
-        if w > 24.0 {
+        // Monospace 11px: about 6.7 px per character. Shorten labels that do not fit.
+        let fits = |text: &str| text.chars().count() as f64 * 6.7 + 6.0 <= w;
+        let shown = if fits(&label) {
+            Some(label)
+        } else {
+            position
+                .get(&i)
+                .map(|pos| pos.to_string())
+                .filter(|t| fits(t))
+        };
+        if let Some(text) = shown {
             let _ = write!(
                 out,
                 "<text x=\"{:.1}\" y=\"{:.1}\" class=\"label\">{}</text>",
                 x0 + 3.0,
                 y + 14.0,
-                escape(&label)
+                escape(&text)
             );
         }
         out.push_str("</g>");
     }
     out.push_str("</svg>");
-    if partition.ops.len() > ops.len() {
+    if caption != "around the violation" && partition.ops.len() > ops.len() {
         let _ = write!(
             out,
             "<p class=\"meta\">{} more operations not drawn.</p>",
             partition.ops.len() - ops.len()
         );
     }
-    if let Some(e) = explanation {
+    if let Some(e) = explanation.filter(|_| header) {
         let _ = write!(
             out,
             "<div class=\"explain\"><p><b>Cannot linearize</b> {} (line {}): it must take effect before it returns, but after the longest linearizable prefix ({} operations, state {}) no pending operation can come next:</p><ul>",
@@ -276,6 +345,9 @@ fn short(op: &crate::history::Op) -> String {
         "read" | "get" => op.output.to_string(),
         _ => op.input.to_string(),
     };
+    if value == "nil" {
+        return op.f.clone();
+    }
     format!("{} {}", op.f, value)
 }
 
@@ -300,6 +372,7 @@ const HEAD: &str = r#"<!DOCTYPE html>
 body { font: 14px system-ui, sans-serif; margin: 16px 24px 120px; color: #222; }
 h1 { font-size: 18px; margin: 18px 0 4px; } h2 { font-size: 15px; margin: 16px 0 2px; }
 .meta { color: #555; margin: 2px 0 6px; }
+.caption { color: #333; font-weight: 600; margin: 10px 0 2px; }
 .verdict { padding: 1px 8px; border-radius: 10px; font-size: 13px; color: white; }
 .verdict.good { background: #2e7d32; } .verdict.bad { background: #c62828; } .verdict.unknown { background: #8d6e00; }
 svg { border: 1px solid #ddd; background: #fcfcfc; display: block; }

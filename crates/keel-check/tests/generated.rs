@@ -43,7 +43,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn generated_histories_are_linearizable(config in config(), partition in any::<bool>()) {
+    fn generated_histories_are_linearizable(config in config(), partition in any::<bool>(), append in 0u32..40) {
+        let config = GenConfig { append_percent: append, ..config };
         let history = gen::linearizable(&config);
         let options = Options { partition, ..Options::default() };
         let report = check(&history, model_of(config.flavor), &options).expect("well-formed");
