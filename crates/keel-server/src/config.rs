@@ -72,8 +72,10 @@ impl Default for ServerConfig {
             peer_clients: BTreeMap::new(),
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
-            lease_duration_ms: 1500,
-            lease_renew_interval_ms: 500,
+            // A new leader cannot commit before the previous lease ends: a lease no longer than
+            // the election timeout keeps failover within [T, 2T) plus a few round trips.
+            lease_duration_ms: 1000,
+            lease_renew_interval_ms: 300,
             clock_uncertainty_ms: 10,
             tick_interval_ms: 10,
             clock_jump_threshold_ms: 250,

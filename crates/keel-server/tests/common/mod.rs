@@ -21,6 +21,9 @@ pub struct Cluster {
     pub servers: Vec<Option<Server>>,
     pub http: reqwest::Client,
     pub snapshot_interval_entries: u64,
+    /// Nodes at index >= this are not initial voters (added at runtime).
+    pub initial_voters: usize,
+    pub mutant: Option<String>,
 }
 
 impl Cluster {
@@ -37,6 +40,8 @@ impl Cluster {
                 .build()
                 .unwrap(),
             snapshot_interval_entries,
+            initial_voters: n,
+            mutant: None,
         };
         for i in 0..n {
             c.boot(i).await;
@@ -45,10 +50,13 @@ impl Cluster {
     }
 
     pub fn config(&self, i: usize) -> ServerConfig {
-        let n = self.peer_ports.len();
+        let n = self.initial_voters;
         let mut peers = BTreeMap::new();
         let mut clients = BTreeMap::new();
-        for j in 0..n {
+        for j in 0..self.peer_ports.len() {
+            if j >= n {
+                break;
+            }
             peers.insert(j as u64 + 1, format!("127.0.0.1:{}", self.peer_ports[j]));
             clients.insert(j as u64 + 1, format!("127.0.0.1:{}", self.client_ports[j]));
         }
@@ -61,10 +69,11 @@ impl Cluster {
             peer_clients: clients,
             election_timeout_ms: ELECTION_TIMEOUT_MS,
             heartbeat_interval_ms: 50,
-            lease_duration_ms: 600,
-            lease_renew_interval_ms: 150,
+            lease_duration_ms: 300,
+            lease_renew_interval_ms: 100,
             snapshot_interval_entries: self.snapshot_interval_entries,
             compaction_retain_entries: 5,
+            mutant: self.mutant.clone(),
             ..ServerConfig::default()
         }
     }
@@ -86,6 +95,17 @@ impl Cluster {
                 Err(e) => panic!("node {} failed to start: {e:#}", i + 1),
             }
         }
+    }
+
+    /// Starts one more node outside the configuration (to be added as a learner). Returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        self.dirs.push(tempfile::tempdir().unwrap());
+        self.peer_ports.push(free_port());
+        self.client_ports.push(free_port());
+        self.servers.push(None);
+        let i = self.servers.len() - 1;
+        self.boot(i).await;
+        i
     }
 
     pub async fn kill(&mut self, i: usize) {
