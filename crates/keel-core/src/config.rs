@@ -83,7 +83,9 @@ impl Config {
             return Err("append_entries_max and inflight_messages_max must be positive".into());
         }
         if self.snapshot_chunk_bytes_max == 0 || self.message_bytes_max < 1024 {
-            return Err("snapshot_chunk_bytes_max must be positive, message_bytes_max >= 1024".into());
+            return Err(
+                "snapshot_chunk_bytes_max must be positive, message_bytes_max >= 1024".into(),
+            );
         }
         Ok(())
     }

@@ -21,7 +21,15 @@ impl Node {
             let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
             let future_term = self.term + 1;
             for peer in self.voters_except_self() {
-                self.send_raw(peer, future_term, Body::PreVote { last_index, last_term }, Gate::None);
+                self.send_raw(
+                    peer,
+                    future_term,
+                    Body::PreVote {
+                        last_index,
+                        last_term,
+                    },
+                    Gate::None,
+                );
             }
             self.maybe_win_pre_vote();
         } else {
@@ -37,21 +45,37 @@ impl Node {
         self.transfer_campaign = transfer;
         if self.leader.is_some() {
             self.leader = None;
-            self.out.notes.push(Note::LeaderChanged { term: self.term, leader: None });
+            self.out.notes.push(Note::LeaderChanged {
+                term: self.term,
+                leader: None,
+            });
         }
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_deadline();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.voters_except_self() {
-            self.send(peer, Body::Vote { last_index, last_term, transfer }, Gate::Term);
+            self.send(
+                peer,
+                Body::Vote {
+                    last_index,
+                    last_term,
+                    transfer,
+                },
+                Gate::Term,
+            );
         }
         self.maybe_win_election();
     }
 
     fn voters_except_self(&self) -> Vec<NodeId> {
         let m = self.membership();
-        let mut all: Vec<NodeId> = m.voters.iter().chain(m.voters_outgoing.iter()).copied().collect();
+        let mut all: Vec<NodeId> = m
+            .voters
+            .iter()
+            .chain(m.voters_outgoing.iter())
+            .copied()
+            .collect();
         all.sort_unstable();
         all.dedup();
         all.retain(|id| *id != self.id);
@@ -62,7 +86,9 @@ impl Node {
         if self.role != Role::PreCandidate {
             return;
         }
-        let result = self.membership().vote_result(&|id| self.votes.get(&id).copied());
+        let result = self
+            .membership()
+            .vote_result(&|id| self.votes.get(&id).copied());
         match result {
             VoteResult::Won => self.campaign(false),
             VoteResult::Lost => self.become_follower(self.term, None),
@@ -75,7 +101,9 @@ impl Node {
         if self.role != Role::Candidate {
             return;
         }
-        let result = self.membership().vote_result(&|id| self.votes.get(&id).copied());
+        let result = self
+            .membership()
+            .vote_result(&|id| self.votes.get(&id).copied());
         match result {
             VoteResult::Won => {
                 let durable = self.durable_hard_state;
@@ -88,33 +116,68 @@ impl Node {
         }
     }
 
-    pub(crate) fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: u64, last_term: Term) {
+    pub(crate) fn handle_pre_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_index: u64,
+        last_term: Term,
+    ) {
         // Grant when the candidate could win a real election: its term is ahead, its log is up to
         // date, and no live leader is known here.
         let granted = term > self.term
             && !self.in_leader_lease()
-            && (self.log.is_up_to_date(last_index, last_term) || self.mutant(Mutant::VoteWithoutLogCheck));
+            && (self.log.is_up_to_date(last_index, last_term)
+                || self.mutant(Mutant::VoteWithoutLogCheck));
         let reply_term = if granted { term } else { self.term };
-        self.send_raw(from, reply_term, Body::PreVoteResponse { granted }, Gate::None);
+        self.send_raw(
+            from,
+            reply_term,
+            Body::PreVoteResponse { granted },
+            Gate::None,
+        );
     }
 
-    pub(crate) fn handle_vote(&mut self, from: NodeId, last_index: u64, last_term: Term, transfer: bool) {
+    pub(crate) fn handle_vote(
+        &mut self,
+        from: NodeId,
+        last_index: u64,
+        last_term: Term,
+        transfer: bool,
+    ) {
         let can_vote = self.vote.is_none_or(|v| v == from);
-        let log_ok =
-            self.log.is_up_to_date(last_index, last_term) || self.mutant(Mutant::VoteWithoutLogCheck);
-        let ignore = !transfer && self.role == Role::Follower && self.leader.is_some() && self.in_leader_lease();
+        let log_ok = self.log.is_up_to_date(last_index, last_term)
+            || self.mutant(Mutant::VoteWithoutLogCheck);
+        let ignore = !transfer
+            && self.role == Role::Follower
+            && self.leader.is_some()
+            && self.in_leader_lease();
         let granted = can_vote && log_ok && !ignore && self.role != Role::Leader;
         if granted {
             self.vote = Some(from);
             self.mark_term_changed();
             self.reset_election_deadline();
         }
-        let gate = if self.mutant(Mutant::VoteBeforePersist) { Gate::None } else { Gate::Term };
+        let gate = if self.mutant(Mutant::VoteBeforePersist) {
+            Gate::None
+        } else {
+            Gate::Term
+        };
         self.send(from, Body::VoteResponse { granted }, gate);
     }
 
-    pub(crate) fn handle_vote_response(&mut self, from: NodeId, term: Term, granted: bool, pre: bool) {
-        let expected = if pre { Role::PreCandidate } else { Role::Candidate };
+    pub(crate) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        granted: bool,
+        pre: bool,
+    ) {
+        let expected = if pre {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
         if self.role != expected {
             return;
         }
@@ -131,12 +194,18 @@ impl Node {
 
     fn become_leader(&mut self) {
         assert_eq!(self.role, Role::Candidate);
-        assert_eq!(self.durable_hard_state.term, self.term, "leader's term is durable");
+        assert_eq!(
+            self.durable_hard_state.term, self.term,
+            "leader's term is durable"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.stats.leader_terms_won += 1;
         self.out.notes.push(Note::BecameLeader { term: self.term });
-        self.out.notes.push(Note::LeaderChanged { term: self.term, leader: Some(self.id) });
+        self.out.notes.push(Note::LeaderChanged {
+            term: self.term,
+            leader: Some(self.id),
+        });
         let next = self.log.last_index() + 1;
         self.progress.clear();
         for id in self.membership().all_nodes() {
@@ -151,7 +220,12 @@ impl Node {
         self.begin_lease_wait();
         self.limbo_end = self.log.last_index();
         // The no-op of the new term: committing it commits every earlier entry (Figure 8).
-        let entry = Entry { index: next, term: self.term, stamp: self.now_stamp(), kind: EntryKind::Noop };
+        let entry = Entry {
+            index: next,
+            term: self.term,
+            stamp: self.now_stamp(),
+            kind: EntryKind::Noop,
+        };
         self.append_as_leader(entry);
         self.broadcast_append();
         self.maybe_commit();
@@ -162,11 +236,17 @@ impl Node {
         let id = self.id;
         let active = |n: NodeId| n == id || self.progress.get(&n).is_some_and(|p| p.recent_active);
         if !self.membership().has_quorum(&active) {
-            self.out.notes.push(Note::SteppedDown { term: self.term, reason: "check-quorum" });
+            self.out.notes.push(Note::SteppedDown {
+                term: self.term,
+                reason: "check-quorum",
+            });
             self.clear_leader_state();
             self.role = Role::Follower;
             self.leader = None;
-            self.out.notes.push(Note::LeaderChanged { term: self.term, leader: None });
+            self.out.notes.push(Note::LeaderChanged {
+                term: self.term,
+                leader: None,
+            });
             self.reset_election_deadline();
             return;
         }

@@ -103,19 +103,30 @@ impl SafetyMonitor {
         if log.applied > log.committed || log.committed > log.last_index() {
             return violation(
                 "index-order",
-                format!("node {id}: applied {} committed {} last {}", log.applied, log.committed, log.last_index()),
+                format!(
+                    "node {id}: applied {} committed {} last {}",
+                    log.applied,
+                    log.committed,
+                    log.last_index()
+                ),
             );
         }
         // Commit index monotonic (within a life here; across restarts in `observe_restart`).
         if log.committed < w.commit {
-            return violation("commit-monotonic", format!("node {id}: commit {} after {}", log.committed, w.commit));
+            return violation(
+                "commit-monotonic",
+                format!("node {id}: commit {} after {}", log.committed, w.commit),
+            );
         }
         w.commit = log.committed;
         let hs = node.durable_hard_state();
         if hs.commit < w.durable_commit || hs.term < w.durable_term {
             return violation(
                 "commit-monotonic",
-                format!("node {id}: durable (term {}, commit {}) after ({}, {})", hs.term, hs.commit, w.durable_term, w.durable_commit),
+                format!(
+                    "node {id}: durable (term {}, commit {}) after ({}, {})",
+                    hs.term, hs.commit, w.durable_term, w.durable_commit
+                ),
             );
         }
         w.durable_commit = hs.commit;
@@ -125,7 +136,10 @@ impl SafetyMonitor {
         if node.role() == Role::Leader {
             match self.leaders.get(&node.term()) {
                 Some(other) if *other != id => {
-                    return violation("election-safety", format!("nodes {other} and {id} both leader in term {}", node.term()));
+                    return violation(
+                        "election-safety",
+                        format!("nodes {other} and {id} both leader in term {}", node.term()),
+                    );
                 }
                 Some(_) => {}
                 None => {
@@ -135,12 +149,18 @@ impl SafetyMonitor {
         }
 
         // Log Matching (incremental): re-verify from the last point still unchanged.
-        if w.verified > log.last_index() || (w.verified > log.snapshot_index && log.term(w.verified) != Some(w.verified_term)) {
+        if w.verified > log.last_index()
+            || (w.verified > log.snapshot_index && log.term(w.verified) != Some(w.verified_term))
+        {
             // The suffix changed (truncation); walk back to an unchanged point.
             let mut i = w.verified.min(log.last_index());
             while i > log.snapshot_index {
                 if let Some(e) = log.entry(i) {
-                    if self.seen.get(&(i, e.term)).is_some_and(|(h, _)| *h == entry_hash(e)) {
+                    if self
+                        .seen
+                        .get(&(i, e.term))
+                        .is_some_and(|(h, _)| *h == entry_hash(e))
+                    {
                         break;
                     }
                 }
@@ -156,7 +176,13 @@ impl SafetyMonitor {
             match self.seen.get(&(i, e.term)) {
                 Some((h0, p0)) => {
                     if *h0 != h {
-                        return violation("log-matching", format!("node {id}: index {i} term {} holds different content", e.term));
+                        return violation(
+                            "log-matching",
+                            format!(
+                                "node {id}: index {i} term {} holds different content",
+                                e.term
+                            ),
+                        );
                     }
                     if i - 1 > log.snapshot_index && *p0 != prev_term {
                         return violation(
@@ -207,7 +233,10 @@ impl SafetyMonitor {
                         _ => {
                             return violation(
                                 "leader-completeness",
-                                format!("leader {id} of term {} lacks committed index {i} (term {t})", node.term()),
+                                format!(
+                                    "leader {id} of term {} lacks committed index {i} (term {t})",
+                                    node.term()
+                                ),
                             );
                         }
                     }
@@ -217,7 +246,10 @@ impl SafetyMonitor {
                 // Leader Append-Only: the entry that was last stays, with its term.
                 let (li, lt) = w.leader_last;
                 if li > log.snapshot_index && log.term(li) != Some(lt) {
-                    return violation("leader-append-only", format!("leader {id} of term {} changed index {li}", node.term()));
+                    return violation(
+                        "leader-append-only",
+                        format!("leader {id} of term {} changed index {li}", node.term()),
+                    );
                 }
                 w.leader_last = (log.last_index(), log.last_term());
             }
@@ -231,7 +263,10 @@ impl SafetyMonitor {
         match self.applied.get(&entry.index) {
             Some(h0) if *h0 != h => violation(
                 "state-machine-safety",
-                format!("node {id} applied a different entry at index {} (term {})", entry.index, entry.term),
+                format!(
+                    "node {id} applied a different entry at index {} (term {})",
+                    entry.index, entry.term
+                ),
             ),
             Some(_) => Ok(()),
             None => {
@@ -250,7 +285,10 @@ impl SafetyMonitor {
                 if hs.term != msg.term || hs.vote != Some(msg.to) {
                     violation(
                         "vote-persisted-before-reply",
-                        format!("node {} granted its vote in term {} to {} before persisting it", msg.from, msg.term, msg.to),
+                        format!(
+                            "node {} granted its vote in term {} to {} before persisting it",
+                            msg.from, msg.term, msg.to
+                        ),
                     )
                 } else {
                     Ok(())
@@ -258,7 +296,13 @@ impl SafetyMonitor {
             }
             _ if hs.term < msg.term => violation(
                 "term-persisted-before-send",
-                format!("node {} sent {} in term {} with durable term {}", msg.from, msg.kind_name(), msg.term, hs.term),
+                format!(
+                    "node {} sent {} in term {} with durable term {}",
+                    msg.from,
+                    msg.kind_name(),
+                    msg.term,
+                    hs.term
+                ),
             ),
             _ => Ok(()),
         }
@@ -271,7 +315,11 @@ impl SafetyMonitor {
         if node.commit_index() < w.durable_commit {
             return violation(
                 "commit-monotonic",
-                format!("node {id} restarted with commit {} below its durable {}", node.commit_index(), w.durable_commit),
+                format!(
+                    "node {id} restarted with commit {} below its durable {}",
+                    node.commit_index(),
+                    w.durable_commit
+                ),
             );
         }
         w.commit = node.commit_index();

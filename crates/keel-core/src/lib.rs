@@ -44,7 +44,9 @@ pub use log::RaftLog;
 pub use membership::{ConfChange, PROMOTE_LAG_ENTRIES_MAX};
 pub use message::{Body, Message, RejectHint};
 pub use mutant::Mutant;
-pub use node::{Node, Note, ProposeError, ReadError, ReadPath, ReadState, Ready, Role, Stats, Write};
+pub use node::{
+    Node, Note, ProposeError, ReadError, ReadPath, ReadState, Ready, Role, Stats, Write,
+};
 pub use progress::{Progress, ProgressState};
 pub use quorum::{Membership, VoteResult};
 pub use read::ReadMode;
@@ -57,7 +59,10 @@ impl Restored {
     pub fn bootstrap(membership: Membership) -> Restored {
         Restored {
             hard_state: HardState::default(),
-            snapshot: Some(SnapshotMeta { membership, ..Default::default() }),
+            snapshot: Some(SnapshotMeta {
+                membership,
+                ..Default::default()
+            }),
             entries: Vec::new(),
         }
     }

@@ -105,8 +105,15 @@ impl RaftLog {
 
     /// Leader append: entries must continue the log exactly.
     pub fn append(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index() + 1, "append must be contiguous");
-        assert!(entry.term >= self.last_term(), "terms never decrease along the log");
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "append must be contiguous"
+        );
+        assert!(
+            entry.term >= self.last_term(),
+            "terms never decrease along the log"
+        );
         self.entries.push(entry);
     }
 
@@ -216,10 +223,20 @@ impl RaftLog {
         assert!(self.snapshot_index <= self.applied, "snapshot <= applied");
         assert!(self.applied <= self.handed, "applied <= handed");
         assert!(self.handed <= self.committed, "handed <= committed");
-        assert!(self.committed <= self.last_index(), "committed <= last index");
+        assert!(
+            self.committed <= self.last_index(),
+            "committed <= last index"
+        );
         if let Some(first) = self.entries.first() {
-            assert_eq!(first.index, self.snapshot_index + 1, "log starts after snapshot");
-            assert!(first.term >= self.snapshot_term, "terms monotonic at snapshot");
+            assert_eq!(
+                first.index,
+                self.snapshot_index + 1,
+                "log starts after snapshot"
+            );
+            assert!(
+                first.term >= self.snapshot_term,
+                "terms monotonic at snapshot"
+            );
         }
     }
 }
@@ -230,7 +247,12 @@ mod tests {
     use crate::types::EntryKind;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry { index, term, stamp: Stamp::default(), kind: EntryKind::Noop }
+        Entry {
+            index,
+            term,
+            stamp: Stamp::default(),
+            kind: EntryKind::Noop,
+        }
     }
 
     #[test]
@@ -265,7 +287,10 @@ mod tests {
         log.handed = 4;
         log.applied = 4;
         log.compact(3);
-        assert_eq!((log.first_index(), log.term(3), log.term(2)), (4, Some(1), None));
+        assert_eq!(
+            (log.first_index(), log.term(3), log.term(2)),
+            (4, Some(1), None)
+        );
         log.check();
         log.restore(7, 2, Stamp::default());
         assert_eq!((log.last_index(), log.committed), (7, 7));

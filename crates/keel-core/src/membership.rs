@@ -25,23 +25,36 @@ pub enum ConfChange {
     /// Removes a voter or a learner.
     Remove(NodeId),
     /// Any voter-set change at once (e.g. replace a node): add these voters, remove those.
-    Replace { add_voters: Vec<NodeId>, remove_voters: Vec<NodeId> },
+    Replace {
+        add_voters: Vec<NodeId>,
+        remove_voters: Vec<NodeId>,
+    },
 }
 
 /// How far behind the commit index a learner may be and still be promoted.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 64;
 
 impl Node {
-    pub fn propose_conf_change(&mut self, now: Time, change: ConfChange) -> Result<(Index, Term), ProposeError> {
+    pub fn propose_conf_change(
+        &mut self,
+        now: Time,
+        change: ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
         self.set_now(now);
         let result = self.propose_conf_change_inner(change);
         self.after_step();
         result
     }
 
-    fn propose_conf_change_inner(&mut self, change: ConfChange) -> Result<(Index, Term), ProposeError> {
+    fn propose_conf_change_inner(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(Index, Term), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader, term: self.term });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+                term: self.term,
+            });
         }
         let current = self.membership().clone();
         if current.is_joint() || self.config_version() > self.log.committed {
@@ -50,7 +63,7 @@ impl Node {
         if self.log.term(self.log.committed) != Some(self.term) {
             // Until an own entry commits, an older uncommitted configuration may still be
             // replaced; wait (Ongaro's single-server-change bug shows why).
-            return Err(ProposeError::ConfChangeInProgress);
+            return Err(ProposeError::TermNotEstablished);
         }
         let mut voters = current.voters.clone();
         let mut learners = current.learners.clone();
@@ -68,7 +81,11 @@ impl Node {
                 }
                 let matched = self.progress.get(id).map_or(0, |p| p.match_index);
                 if matched + PROMOTE_LAG_ENTRIES_MAX < self.log.committed {
-                    return Err(ProposeError::NotCaughtUp { node: *id, match_index: matched, commit: self.log.committed });
+                    return Err(ProposeError::NotCaughtUp {
+                        node: *id,
+                        match_index: matched,
+                        commit: self.log.committed,
+                    });
                 }
                 learners.remove(id);
                 voters.insert(*id);
@@ -80,7 +97,10 @@ impl Node {
                 learners.remove(id);
                 voters.remove(id);
             }
-            ConfChange::Replace { add_voters, remove_voters } => {
+            ConfChange::Replace {
+                add_voters,
+                remove_voters,
+            } => {
                 for id in remove_voters {
                     if !voters.remove(id) {
                         return invalid(format!("node {id} is not a voter"));
@@ -99,10 +119,21 @@ impl Node {
             return invalid("the change changes nothing".into());
         }
         let next = if voters == current.voters || self.mutant(Mutant::SkipJointConsensus) {
-            Membership { voters, voters_outgoing: BTreeSet::new(), learners }
+            Membership {
+                voters,
+                voters_outgoing: BTreeSet::new(),
+                learners,
+            }
         } else {
-            let learners = learners.into_iter().filter(|id| !current.voters.contains(id)).collect();
-            Membership { voters, voters_outgoing: current.voters.clone(), learners }
+            let learners = learners
+                .into_iter()
+                .filter(|id| !current.voters.contains(id))
+                .collect();
+            Membership {
+                voters,
+                voters_outgoing: current.voters.clone(),
+                learners,
+            }
         };
         next.validate().map_err(ProposeError::InvalidConfChange)?;
         self.propose_entry(EntryKind::Config(next))
@@ -135,7 +166,11 @@ impl Node {
         }
         let current = self.membership().clone();
         if current.is_joint() {
-            let next = Membership { voters: current.voters.clone(), voters_outgoing: BTreeSet::new(), learners: current.learners.clone() };
+            let next = Membership {
+                voters: current.voters.clone(),
+                voters_outgoing: BTreeSet::new(),
+                learners: current.learners.clone(),
+            };
             let entry = crate::types::Entry {
                 index: self.log.last_index() + 1,
                 term: self.term,
@@ -147,11 +182,17 @@ impl Node {
             return;
         }
         if !current.is_voter(self.id) {
-            self.out.notes.push(Note::SteppedDown { term: self.term, reason: "removed from configuration" });
+            self.out.notes.push(Note::SteppedDown {
+                term: self.term,
+                reason: "removed from configuration",
+            });
             self.clear_leader_state();
             self.role = Role::Follower;
             self.leader = None;
-            self.out.notes.push(Note::LeaderChanged { term: self.term, leader: None });
+            self.out.notes.push(Note::LeaderChanged {
+                term: self.term,
+                leader: None,
+            });
             self.reset_election_deadline();
         }
     }
@@ -166,22 +207,37 @@ impl Node {
 
     fn transfer_leader_inner(&mut self, target: NodeId) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader, term: self.term });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+                term: self.term,
+            });
         }
         if target == self.id {
-            return Err(ProposeError::InvalidConfChange("already the leader".into()));
+            return Err(ProposeError::InvalidTransfer(format!(
+                "node {target} is already the leader"
+            )));
+        }
+        if self.membership().learners.contains(&target) {
+            return Err(ProposeError::InvalidTransfer(format!(
+                "node {target} is a learner (learners cannot lead)"
+            )));
         }
         if !self.membership().voters.contains(&target) {
-            return Err(ProposeError::InvalidConfChange(format!("node {target} is not a voter (learners cannot lead)")));
+            return Err(ProposeError::InvalidTransfer(format!(
+                "node {target} is not a voter of the current configuration"
+            )));
         }
         if self.transfer.is_some() {
             return Err(ProposeError::Transferring);
         }
         if !self.commit_allowed() || self.log.term(self.log.committed) != Some(self.term) {
             // The new leader skips the lease wait, so ours must be over and our term established.
-            return Err(ProposeError::ConfChangeInProgress);
+            return Err(ProposeError::TermNotEstablished);
         }
-        self.transfer = Some(Transfer { target, deadline_mono_ms: self.now.mono_ms + self.cfg.election_timeout_ms });
+        self.transfer = Some(Transfer {
+            target,
+            deadline_mono_ms: self.now.mono_ms + self.cfg.election_timeout_ms,
+        });
         self.out.notes.push(Note::TransferStarted { target });
         self.maybe_finish_transfer(target);
         if self.transfer.is_some() {
@@ -196,7 +252,10 @@ impl Node {
         if t.target != peer {
             return;
         }
-        let caught_up = self.progress.get(&peer).is_some_and(|p| p.match_index == self.log.last_index());
+        let caught_up = self
+            .progress
+            .get(&peer)
+            .is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.lease_forfeited_term = self.term;
             self.send(peer, Body::TimeoutNow, Gate::None);

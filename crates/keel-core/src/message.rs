@@ -113,6 +113,9 @@ impl Message {
 
     /// Vote-class messages travel on the priority lane: never behind bulk appends.
     pub fn is_priority(&self) -> bool {
-        !matches!(self.body, Body::Append { .. } | Body::InstallSnapshot { .. })
+        !matches!(
+            self.body,
+            Body::Append { .. } | Body::InstallSnapshot { .. }
+        )
     }
 }

@@ -82,7 +82,10 @@ pub struct ReadState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadError {
-    NotLeader { leader: Option<NodeId>, term: Term },
+    NotLeader {
+        leader: Option<NodeId>,
+        term: Term,
+    },
     TooManyPending,
     /// Leadership was lost before the read could be confirmed.
     LeadershipLost,
@@ -90,15 +93,32 @@ pub enum ReadError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    NotLeader { leader: Option<NodeId>, term: Term },
+    NotLeader {
+        leader: Option<NodeId>,
+        term: Term,
+    },
     /// A leadership transfer is in progress; retry on the new leader.
     Transferring,
     /// The uncommitted tail would exceed `uncommitted_bytes_max`.
-    UncommittedLimit { bytes: usize, limit: usize },
-    TooLarge { bytes: usize, limit: usize },
+    UncommittedLimit {
+        bytes: usize,
+        limit: usize,
+    },
+    TooLarge {
+        bytes: usize,
+        limit: usize,
+    },
     ConfChangeInProgress,
+    /// This leader has not yet committed an entry of its own term (or is still waiting out
+    /// the previous leader's lease): retry shortly.
+    TermNotEstablished,
+    InvalidTransfer(String),
     InvalidConfChange(String),
-    NotCaughtUp { node: NodeId, match_index: Index, commit: Index },
+    NotCaughtUp {
+        node: NodeId,
+        match_index: Index,
+        commit: Index,
+    },
 }
 
 impl std::fmt::Display for ProposeError {
@@ -112,13 +132,27 @@ impl std::fmt::Display for ProposeError {
                 write!(f, "uncommitted log would hold {bytes} bytes, limit {limit}")
             }
             ProposeError::TooLarge { bytes, limit } => {
-                write!(f, "entry of {bytes} bytes exceeds message_bytes_max {limit}")
+                write!(
+                    f,
+                    "entry of {bytes} bytes exceeds message_bytes_max {limit}"
+                )
             }
+            ProposeError::TermNotEstablished => write!(
+                f,
+                "the leader has not yet committed an entry of its term (retry shortly)"
+            ),
+            ProposeError::InvalidTransfer(why) => write!(f, "invalid leadership transfer: {why}"),
             ProposeError::ConfChangeInProgress => {
                 write!(f, "a configuration change is already in flight")
             }
-            ProposeError::InvalidConfChange(why) => write!(f, "invalid configuration change: {why}"),
-            ProposeError::NotCaughtUp { node, match_index, commit } => write!(
+            ProposeError::InvalidConfChange(why) => {
+                write!(f, "invalid configuration change: {why}")
+            }
+            ProposeError::NotCaughtUp {
+                node,
+                match_index,
+                commit,
+            } => write!(
                 f,
                 "learner {node} has not caught up (match {match_index}, commit {commit})"
             ),
@@ -129,14 +163,34 @@ impl std::fmt::Display for ProposeError {
 /// Protocol events worth an audit record or a metric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
-    BecameLeader { term: Term },
-    SteppedDown { term: Term, reason: &'static str },
-    LeaderChanged { term: Term, leader: Option<NodeId> },
-    ConfigCommitted { index: Index, membership: Membership },
-    SnapshotInstalled { index: Index, term: Term },
-    SnapshotInstallFailed { reason: String },
-    TransferStarted { target: NodeId },
-    TransferAborted { target: NodeId },
+    BecameLeader {
+        term: Term,
+    },
+    SteppedDown {
+        term: Term,
+        reason: &'static str,
+    },
+    LeaderChanged {
+        term: Term,
+        leader: Option<NodeId>,
+    },
+    ConfigCommitted {
+        index: Index,
+        membership: Membership,
+    },
+    SnapshotInstalled {
+        index: Index,
+        term: Term,
+    },
+    SnapshotInstallFailed {
+        reason: String,
+    },
+    TransferStarted {
+        target: NodeId,
+    },
+    TransferAborted {
+        target: NodeId,
+    },
 }
 
 /// Everything the driver must act on; see the module docs for the order.
@@ -284,13 +338,23 @@ impl Node {
     pub fn new(cfg: Config, restored: Restored, now: Time) -> Result<Node, String> {
         cfg.validate()?;
         let snapshot_meta = restored.snapshot.clone().unwrap_or_default();
-        let mut log = RaftLog::new(snapshot_meta.index, snapshot_meta.term, snapshot_meta.last_stamp);
+        let mut log = RaftLog::new(
+            snapshot_meta.index,
+            snapshot_meta.term,
+            snapshot_meta.last_stamp,
+        );
         for e in restored.entries {
             if e.index != log.last_index() + 1 {
-                return Err(format!("restored log has a gap at index {}", log.last_index() + 1));
+                return Err(format!(
+                    "restored log has a gap at index {}",
+                    log.last_index() + 1
+                ));
             }
             if e.term < log.last_term() {
-                return Err(format!("restored log has a decreasing term at index {}", e.index));
+                return Err(format!(
+                    "restored log has a decreasing term at index {}",
+                    e.index
+                ));
             }
             log.append(e);
         }
@@ -316,7 +380,10 @@ impl Node {
             now,
             term: hs.term,
             vote: hs.vote,
-            base_membership: (snapshot_meta.config_version, snapshot_meta.membership.clone()),
+            base_membership: (
+                snapshot_meta.config_version,
+                snapshot_meta.membership.clone(),
+            ),
             config_entries: Vec::new(),
             role: Role::Follower,
             leader: None,
@@ -372,7 +439,10 @@ impl Node {
 
     /// Gives the node the full snapshot its storage holds (needed to send it to followers).
     pub fn set_snapshot(&mut self, snapshot: Snapshot) {
-        assert_eq!(snapshot.meta.index, self.log.snapshot_index, "snapshot must match the log's base");
+        assert_eq!(
+            snapshot.meta.index, self.log.snapshot_index,
+            "snapshot must match the log's base"
+        );
         self.snapshot = Some(snapshot);
     }
 
@@ -415,25 +485,34 @@ impl Node {
         self.durable_hard_state
     }
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.term, vote: self.vote, commit: self.log.committed }
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
     }
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }
     /// The configuration in effect (the latest in the log, committed or not).
     pub fn membership(&self) -> &Membership {
-        self.config_entries.last().map_or(&self.base_membership.1, |(_, m)| m)
+        self.config_entries
+            .last()
+            .map_or(&self.base_membership.1, |(_, m)| m)
     }
     /// The config version: the index of the entry that holds the configuration in effect.
     pub fn config_version(&self) -> Index {
-        self.config_entries.last().map_or(self.base_membership.0, |(i, _)| *i)
+        self.config_entries
+            .last()
+            .map_or(self.base_membership.0, |(i, _)| *i)
     }
     /// Milliseconds since this node last heard from a leader (None: never in this life).
     pub fn last_leader_contact_ms(&self) -> Option<u64> {
         if self.role == Role::Leader {
             return Some(0);
         }
-        self.leader_contact_mono_ms.map(|t| self.now.mono_ms.saturating_sub(t))
+        self.leader_contact_mono_ms
+            .map(|t| self.now.mono_ms.saturating_sub(t))
     }
     /// A hash of the protocol state that matters for exploration (model checking): role, term,
     /// vote, leader, log (index, term, content), commit, membership, durable state, progress.
@@ -442,16 +521,41 @@ impl Node {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
         (self.id, self.role, self.term, self.vote, self.leader).hash(&mut h);
-        (self.log.snapshot_index, self.log.snapshot_term, self.log.committed, self.log.handed).hash(&mut h);
+        (
+            self.log.snapshot_index,
+            self.log.snapshot_term,
+            self.log.committed,
+            self.log.handed,
+        )
+            .hash(&mut h);
         self.log.entries().hash(&mut h);
         self.config_entries.hash(&mut h);
         self.base_membership.hash(&mut h);
-        (self.durable_hard_state, self.durable_last_index, self.write_seq, self.durable_seq).hash(&mut h);
+        (
+            self.durable_hard_state,
+            self.durable_last_index,
+            self.write_seq,
+            self.durable_seq,
+        )
+            .hash(&mut h);
         self.votes.hash(&mut h);
         for (id, p) in &self.progress {
-            (id, p.match_index, p.next_index, p.state as u8, p.probe_sent, p.acked_round).hash(&mut h);
+            (
+                id,
+                p.match_index,
+                p.next_index,
+                p.state as u8,
+                p.probe_sent,
+                p.acked_round,
+            )
+                .hash(&mut h);
         }
-        (self.read_round, self.pending_reads.len(), self.transfer.as_ref().map(|t| t.target)).hash(&mut h);
+        (
+            self.read_round,
+            self.pending_reads.len(),
+            self.transfer.as_ref().map(|t| t.target),
+        )
+            .hash(&mut h);
         h.finish()
     }
 
@@ -508,7 +612,10 @@ impl Node {
     /// The driver made write `id` (and every earlier one) durable.
     pub fn persisted(&mut self, now: Time, id: u64) {
         self.set_now(now);
-        assert!(id <= self.write_seq, "persisted a write that was never issued");
+        assert!(
+            id <= self.write_seq,
+            "persisted a write that was never issued"
+        );
         while let Some(&(wid, last, hs)) = self.write_results.front() {
             if wid > id {
                 break;
@@ -516,8 +623,14 @@ impl Node {
             self.write_results.pop_front();
             self.durable_seq = wid;
             self.durable_last_index = last;
-            assert!(hs.commit >= self.durable_hard_state.commit, "durable commit regressed");
-            assert!(hs.term >= self.durable_hard_state.term, "durable term regressed");
+            assert!(
+                hs.commit >= self.durable_hard_state.commit,
+                "durable commit regressed"
+            );
+            assert!(
+                hs.term >= self.durable_hard_state.term,
+                "durable term regressed"
+            );
             self.durable_hard_state = hs;
         }
         if self.role == Role::Leader {
@@ -531,7 +644,10 @@ impl Node {
     /// The application applied every entry up to `index`.
     pub fn applied(&mut self, now: Time, index: Index) {
         self.set_now(now);
-        assert!(index <= self.log.handed, "applied an entry that was never handed out");
+        assert!(
+            index <= self.log.handed,
+            "applied an entry that was never handed out"
+        );
         if index > self.log.applied {
             self.log.applied = index;
         }
@@ -539,7 +655,10 @@ impl Node {
     }
 
     pub(crate) fn set_now(&mut self, now: Time) {
-        assert!(now.mono_ms >= self.now.mono_ms, "monotonic clock went backwards");
+        assert!(
+            now.mono_ms >= self.now.mono_ms,
+            "monotonic clock went backwards"
+        );
         self.now = now;
     }
 
@@ -567,9 +686,14 @@ impl Node {
             || !self.open_write.is_empty()
             || self.hard_state() != self.written_hard_state
             || self.log.handed < self.log.committed
-            || self.gated.front().is_some_and(|(g, _)| *g <= self.durable_seq)
+            || self
+                .gated
+                .front()
+                .is_some_and(|(g, _)| *g <= self.durable_seq)
             || self.gated.iter().any(|(g, _)| *g > self.write_seq)
-            || self.pending_reads.iter().any(|r| !r.needs_round && r.index > 0 && r.index <= self.log.handed.max(self.log.committed))
+            || self.pending_reads.iter().any(|r| {
+                !r.needs_round && r.index > 0 && r.index <= self.log.handed.max(self.log.committed)
+            })
     }
 
     // ----- Message dispatch -----
@@ -589,9 +713,9 @@ impl Node {
                 }
                 _ => {
                     let leader = match msg.body {
-                        Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. } => {
-                            Some(msg.from)
-                        }
+                        Body::Append { .. }
+                        | Body::Heartbeat { .. }
+                        | Body::InstallSnapshot { .. } => Some(msg.from),
                         _ => None,
                     };
                     self.become_follower(msg.term, leader);
@@ -601,10 +725,22 @@ impl Node {
             match msg.body {
                 Body::Append { .. } | Body::Heartbeat { .. } | Body::InstallSnapshot { .. } => {
                     // A stale leader: tell it our term so it steps down.
-                    self.send(msg.from, Body::AppendResponse { index: 0, reject: None }, Gate::Term);
+                    self.send(
+                        msg.from,
+                        Body::AppendResponse {
+                            index: 0,
+                            reject: None,
+                        },
+                        Gate::Term,
+                    );
                 }
                 Body::PreVote { .. } => {
-                    self.send_raw(msg.from, self.term, Body::PreVoteResponse { granted: false }, Gate::None);
+                    self.send_raw(
+                        msg.from,
+                        self.term,
+                        Body::PreVoteResponse { granted: false },
+                        Gate::None,
+                    );
                 }
                 _ => {}
             }
@@ -612,13 +748,27 @@ impl Node {
         }
 
         match msg.body {
-            Body::PreVote { last_index, last_term } => self.handle_pre_vote(msg.from, msg.term, last_index, last_term),
-            Body::Vote { last_index, last_term, transfer } => {
-                self.handle_vote(msg.from, last_index, last_term, transfer)
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => self.handle_pre_vote(msg.from, msg.term, last_index, last_term),
+            Body::Vote {
+                last_index,
+                last_term,
+                transfer,
+            } => self.handle_vote(msg.from, last_index, last_term, transfer),
+            Body::PreVoteResponse { granted } => {
+                self.handle_vote_response(msg.from, msg.term, granted, true)
             }
-            Body::PreVoteResponse { granted } => self.handle_vote_response(msg.from, msg.term, granted, true),
-            Body::VoteResponse { granted } => self.handle_vote_response(msg.from, msg.term, granted, false),
-            Body::Append { prev_index, prev_term, entries, commit } => {
+            Body::VoteResponse { granted } => {
+                self.handle_vote_response(msg.from, msg.term, granted, false)
+            }
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => {
                 self.hear_from_leader(msg.from);
                 self.handle_append(msg.from, prev_index, prev_term, entries, commit);
             }
@@ -626,9 +776,24 @@ impl Node {
                 self.hear_from_leader(msg.from);
                 self.handle_heartbeat(msg.from, commit, round);
             }
-            Body::InstallSnapshot { meta, offset, total_bytes, checksum, chunk, done } => {
+            Body::InstallSnapshot {
+                meta,
+                offset,
+                total_bytes,
+                checksum,
+                chunk,
+                done,
+            } => {
                 self.hear_from_leader(msg.from);
-                self.handle_install_snapshot(msg.from, meta, offset, total_bytes, checksum, chunk, done);
+                self.handle_install_snapshot(
+                    msg.from,
+                    meta,
+                    offset,
+                    total_bytes,
+                    checksum,
+                    chunk,
+                    done,
+                );
             }
             Body::AppendResponse { index, reject } => {
                 if self.role == Role::Leader {
@@ -640,7 +805,12 @@ impl Node {
                     self.handle_heartbeat_response(msg.from, round, last_index);
                 }
             }
-            Body::InstallSnapshotResponse { offset, index, done, rejected } => {
+            Body::InstallSnapshotResponse {
+                offset,
+                index,
+                done,
+                rejected,
+            } => {
                 if self.role == Role::Leader {
                     self.handle_snapshot_response(msg.from, offset, index, done, rejected);
                 }
@@ -674,7 +844,10 @@ impl Node {
         }
         if self.leader != Some(leader) {
             self.leader = Some(leader);
-            self.out.notes.push(Note::LeaderChanged { term: self.term, leader: Some(leader) });
+            self.out.notes.push(Note::LeaderChanged {
+                term: self.term,
+                leader: Some(leader),
+            });
         }
         self.leader_contact_mono_ms = Some(self.now.mono_ms);
         self.reset_election_deadline();
@@ -692,13 +865,19 @@ impl Node {
         self.transfer_campaign = false;
         if self.leader != leader {
             self.leader = leader;
-            self.out.notes.push(Note::LeaderChanged { term: self.term, leader });
+            self.out.notes.push(Note::LeaderChanged {
+                term: self.term,
+                leader,
+            });
         }
         if leader.is_some() {
             self.leader_contact_mono_ms = Some(self.now.mono_ms);
         }
         if was_leader {
-            self.out.notes.push(Note::SteppedDown { term: self.term, reason: "higher term" });
+            self.out.notes.push(Note::SteppedDown {
+                term: self.term,
+                reason: "higher term",
+            });
             self.clear_leader_state();
         }
         self.votes.clear();
@@ -712,7 +891,9 @@ impl Node {
         self.own_lease_end_ms = 0;
         self.round_outstanding = false;
         for read in self.pending_reads.drain(..) {
-            self.out.failed_reads.push((read.id, ReadError::LeadershipLost));
+            self.out
+                .failed_reads
+                .push((read.id, ReadError::LeadershipLost));
         }
     }
 
@@ -734,7 +915,12 @@ impl Node {
 
     pub(crate) fn send_raw(&mut self, to: NodeId, term: Term, body: Body, gate: Gate) {
         assert_ne!(to, self.id, "a node never messages itself");
-        let msg = Message { from: self.id, to, term, body };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
         let gate_id = match gate {
             Gate::None => 0,
             Gate::Term => self.term_write_id,
@@ -774,7 +960,8 @@ impl Node {
         let mut w = std::mem::take(&mut self.open_write);
         w.id = self.write_seq;
         self.written_hard_state = hs;
-        self.write_results.push_back((w.id, self.log.last_index(), hs));
+        self.write_results
+            .push_back((w.id, self.log.last_index(), hs));
         self.out.writes.push(w);
     }
 
@@ -790,9 +977,14 @@ impl Node {
 
     fn hand_out_committed(&mut self) {
         const HAND_OUT_ENTRIES_MAX: u64 = 4096;
-        let hi = self.log.committed.min(self.log.handed + HAND_OUT_ENTRIES_MAX);
+        let hi = self
+            .log
+            .committed
+            .min(self.log.handed + HAND_OUT_ENTRIES_MAX);
         if hi > self.log.handed {
-            let entries = self.log.slice(self.log.handed + 1, hi, usize::MAX, usize::MAX);
+            let entries = self
+                .log
+                .slice(self.log.handed + 1, hi, usize::MAX, usize::MAX);
             assert_eq!(entries.len() as u64, hi - self.log.handed);
             self.log.handed = hi;
             self.out.committed.extend(entries);
@@ -810,15 +1002,27 @@ impl Node {
     /// Local invariants, after every event. Cluster-wide ones live in `invariants.rs`.
     pub(crate) fn check_invariants(&self) {
         self.log.check();
-        assert!(self.log.committed >= self.max_committed_seen, "commit index regressed");
-        assert!(self.durable_hard_state.term <= self.term, "durable term ahead of memory");
+        assert!(
+            self.log.committed >= self.max_committed_seen,
+            "commit index regressed"
+        );
+        assert!(
+            self.durable_hard_state.term <= self.term,
+            "durable term ahead of memory"
+        );
         match self.role {
             Role::Leader => {
                 assert_eq!(self.leader, Some(self.id), "leader knows itself");
                 assert_eq!(self.vote, Some(self.id), "leader voted for itself");
-                let uncommitted_configs =
-                    self.config_entries.iter().filter(|(i, _)| *i > self.log.committed).count();
-                assert!(uncommitted_configs <= 1, "at most one configuration change uncommitted");
+                let uncommitted_configs = self
+                    .config_entries
+                    .iter()
+                    .filter(|(i, _)| *i > self.log.committed)
+                    .count();
+                assert!(
+                    uncommitted_configs <= 1,
+                    "at most one configuration change uncommitted"
+                );
             }
             Role::Candidate => assert_eq!(self.vote, Some(self.id), "candidate voted for itself"),
             Role::Follower | Role::PreCandidate => {}

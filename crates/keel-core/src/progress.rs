@@ -110,7 +110,8 @@ impl Progress {
                 return false; // Stale: that index already matched.
             }
             self.become_probe();
-            self.next_index = hint_next.clamp(self.match_index + 1, rejected.max(self.match_index + 1));
+            self.next_index =
+                hint_next.clamp(self.match_index + 1, rejected.max(self.match_index + 1));
             return true;
         }
         if self.next_index == 0 || rejected != self.next_index - 1 {

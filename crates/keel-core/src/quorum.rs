@@ -19,7 +19,10 @@ impl Membership {
             voters: voters.into_iter().collect(),
             ..Default::default()
         };
-        assert!(!m.voters.is_empty(), "a membership needs at least one voter");
+        assert!(
+            !m.voters.is_empty(),
+            "a membership needs at least one voter"
+        );
         m
     }
 

@@ -37,7 +37,10 @@ impl Node {
 
     fn read_inner(&mut self, id: u64, mode: ReadMode) -> Result<(), ReadError> {
         if self.role != Role::Leader {
-            return Err(ReadError::NotLeader { leader: self.leader, term: self.term });
+            return Err(ReadError::NotLeader {
+                leader: self.leader,
+                term: self.term,
+            });
         }
         if self.pending_reads.len() >= self.cfg.pending_reads_max {
             return Err(ReadError::TooManyPending);
@@ -54,14 +57,26 @@ impl Node {
             return Ok(());
         }
         if mode != ReadMode::ReadIndex && self.lease_valid() {
-            self.pending_reads.push_back(PendingRead { id, index, round: 0, path: ReadPath::Lease, needs_round: false });
+            self.pending_reads.push_back(PendingRead {
+                id,
+                index,
+                round: 0,
+                path: ReadPath::Lease,
+                needs_round: false,
+            });
             return Ok(());
         }
         // ReadIndex: needs an own-term commit first (index assigned then), then a round that
         // starts after the read arrived.
         let has_own_commit = self.log.term(self.log.committed) == Some(self.term);
         let index = if has_own_commit { index } else { 0 };
-        self.pending_reads.push_back(PendingRead { id, index, round: 0, path: ReadPath::ReadIndex, needs_round: true });
+        self.pending_reads.push_back(PendingRead {
+            id,
+            index,
+            round: 0,
+            path: ReadPath::ReadIndex,
+            needs_round: true,
+        });
         if self.mutant(Mutant::ReadIndexWithoutQuorum) {
             if let Some(r) = self.pending_reads.back_mut() {
                 r.needs_round = false;
@@ -78,7 +93,9 @@ impl Node {
 
     /// Reads waiting for a round that has not started yet.
     pub(crate) fn round_needed(&self) -> bool {
-        self.pending_reads.iter().any(|r| r.needs_round && r.round == 0 && r.index > 0)
+        self.pending_reads
+            .iter()
+            .any(|r| r.needs_round && r.round == 0 && r.index > 0)
     }
 
     pub(crate) fn assign_round_to_waiting_reads(&mut self) {
@@ -107,7 +124,13 @@ impl Node {
         let id = self.id;
         let round = self.read_round;
         let progress = &self.progress;
-        let acked = |n: NodeId| if n == id { round } else { progress.get(&n).map_or(0, |p| p.acked_round) };
+        let acked = |n: NodeId| {
+            if n == id {
+                round
+            } else {
+                progress.get(&n).map_or(0, |p| p.acked_round)
+            }
+        };
         let confirmed = self.membership().committed_index(&acked);
         for r in self.pending_reads.iter_mut() {
             if r.needs_round && r.round > 0 && r.round <= confirmed {
@@ -120,7 +143,11 @@ impl Node {
         if !self.round_outstanding && self.round_needed() {
             self.broadcast_heartbeat();
             // A single-voter cluster confirms its own round at once.
-            if self.membership().committed_index(&|n| if n == id { self.read_round } else { 0 }) >= self.read_round {
+            if self
+                .membership()
+                .committed_index(&|n| if n == id { self.read_round } else { 0 })
+                >= self.read_round
+            {
                 self.confirm_reads();
             }
         }
@@ -133,7 +160,12 @@ impl Node {
         let mut keep = std::collections::VecDeque::with_capacity(self.pending_reads.len());
         for r in self.pending_reads.drain(..) {
             if !r.needs_round && r.index > 0 && r.index <= handed {
-                self.out.reads.push(ReadState { id: r.id, index: r.index, path: r.path, term });
+                self.out.reads.push(ReadState {
+                    id: r.id,
+                    index: r.index,
+                    path: r.path,
+                    term,
+                });
             } else {
                 keep.push_back(r);
             }
@@ -217,7 +249,10 @@ impl Node {
     /// The limbo region of a new leader still waiting out the previous lease: entries that may
     /// or may not be committed. `None` when not waiting.
     pub fn limbo_range(&self) -> Option<(Index, Index)> {
-        if self.role != Role::Leader || self.commit_allowed() || self.limbo_end <= self.log.committed {
+        if self.role != Role::Leader
+            || self.commit_allowed()
+            || self.limbo_end <= self.log.committed
+        {
             return None;
         }
         Some((self.log.committed + 1, self.limbo_end))

@@ -10,7 +10,11 @@ use crate::Mutant;
 impl Node {
     /// Proposes an application command. On success returns the entry's (index, term): the
     /// command took effect if and only if that entry is later applied with that term.
-    pub fn propose(&mut self, now: crate::Time, data: Vec<u8>) -> Result<(Index, Term), ProposeError> {
+    pub fn propose(
+        &mut self,
+        now: crate::Time,
+        data: Vec<u8>,
+    ) -> Result<(Index, Term), ProposeError> {
         self.set_now(now);
         let result = self.propose_entry(EntryKind::Normal(data));
         self.after_step();
@@ -20,17 +24,28 @@ impl Node {
     pub(crate) fn propose_entry(&mut self, kind: EntryKind) -> Result<(Index, Term), ProposeError> {
         if self.role != Role::Leader {
             self.stats.proposals_refused += 1;
-            return Err(ProposeError::NotLeader { leader: self.leader, term: self.term });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+                term: self.term,
+            });
         }
         if self.transfer.is_some() {
             self.stats.proposals_refused += 1;
             return Err(ProposeError::Transferring);
         }
-        let entry = Entry { index: self.log.last_index() + 1, term: self.term, stamp: self.now_stamp(), kind };
+        let entry = Entry {
+            index: self.log.last_index() + 1,
+            term: self.term,
+            stamp: self.now_stamp(),
+            kind,
+        };
         let size = entry.size_bytes();
         if size > self.cfg.message_bytes_max {
             self.stats.proposals_refused += 1;
-            return Err(ProposeError::TooLarge { bytes: size, limit: self.cfg.message_bytes_max });
+            return Err(ProposeError::TooLarge {
+                bytes: size,
+                limit: self.cfg.message_bytes_max,
+            });
         }
         if self.uncommitted_bytes + size > self.cfg.uncommitted_bytes_max {
             self.stats.proposals_refused += 1;
@@ -48,7 +63,10 @@ impl Node {
 
     pub(crate) fn append_as_leader(&mut self, entry: Entry) {
         assert_eq!(self.role, Role::Leader);
-        assert_eq!(entry.term, self.term, "a leader only creates entries of its own term");
+        assert_eq!(
+            entry.term, self.term,
+            "a leader only creates entries of its own term"
+        );
         self.uncommitted_bytes += entry.size_bytes();
         self.last_append_mono_ms = self.now.mono_ms;
         if let EntryKind::Config(m) = &entry.kind {
@@ -70,7 +88,9 @@ impl Node {
     /// empty append (to carry the commit index or probe) when there is nothing new.
     pub(crate) fn maybe_send_append(&mut self, peer: NodeId, send_empty: bool) -> bool {
         let inflight_max = self.cfg.inflight_messages_max;
-        let Some(pr) = self.progress.get(&peer) else { return false };
+        let Some(pr) = self.progress.get(&peer) else {
+            return false;
+        };
         if pr.is_paused(inflight_max) {
             return false;
         }
@@ -80,9 +100,17 @@ impl Node {
             return true;
         }
         let prev_index = next - 1;
-        let prev_term = self.log.term(prev_index).expect("prev entry exists above the snapshot");
+        let prev_term = self
+            .log
+            .term(prev_index)
+            .expect("prev entry exists above the snapshot");
         let entries = if next <= self.log.last_index() {
-            self.log.slice(next, self.log.last_index(), self.cfg.append_entries_max, self.cfg.message_bytes_max)
+            self.log.slice(
+                next,
+                self.log.last_index(),
+                self.cfg.append_entries_max,
+                self.cfg.message_bytes_max,
+            )
         } else {
             Vec::new()
         };
@@ -102,7 +130,16 @@ impl Node {
             ProgressState::Snapshot => unreachable!("paused"),
         }
         let commit = self.log.committed;
-        self.send(peer, Body::Append { prev_index, prev_term, entries, commit }, Gate::None);
+        self.send(
+            peer,
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            },
+            Gate::None,
+        );
         true
     }
 
@@ -118,26 +155,48 @@ impl Node {
         if prev_index < self.log.committed {
             // Everything up to our commit point already matches; skip what we have.
             let committed = self.log.committed;
-            let rest: Vec<Entry> = entries.into_iter().filter(|e| e.index > committed).collect();
+            let rest: Vec<Entry> = entries
+                .into_iter()
+                .filter(|e| e.index > committed)
+                .collect();
             if rest.is_empty() || self.log.term(committed).is_none() {
-                self.send(from, Body::AppendResponse { index: committed, reject: None }, Gate::Log);
+                self.send(
+                    from,
+                    Body::AppendResponse {
+                        index: committed,
+                        reject: None,
+                    },
+                    Gate::Log,
+                );
                 return;
             }
             let t = self.log.term(committed).expect("checked");
             return self.handle_append(from, committed, t, rest, commit);
         }
         let prev_ok = self.log.matches(prev_index, prev_term);
-        let mutant_accept = !prev_ok && self.mutant(Mutant::AppendWithoutPrevCheck) && prev_index <= self.log.last_index();
+        let mutant_accept = !prev_ok
+            && self.mutant(Mutant::AppendWithoutPrevCheck)
+            && prev_index <= self.log.last_index();
         if !prev_ok && !mutant_accept {
             let hint = if prev_index > self.log.last_index() {
-                RejectHint { index: self.log.last_index() + 1, term: 0 }
+                RejectHint {
+                    index: self.log.last_index() + 1,
+                    term: 0,
+                }
             } else {
                 RejectHint {
                     index: self.log.first_index_of_term_at(prev_index),
                     term: self.log.term(prev_index).unwrap_or(0),
                 }
             };
-            self.send(from, Body::AppendResponse { index: prev_index, reject: Some(hint) }, Gate::Term);
+            self.send(
+                from,
+                Body::AppendResponse {
+                    index: prev_index,
+                    reject: Some(hint),
+                },
+                Gate::Term,
+            );
             return;
         }
         if mutant_accept && prev_index < self.log.last_index() {
@@ -156,7 +215,14 @@ impl Node {
         }
         self.open_write.entries.extend(new_entries);
         self.log.commit_to(commit.min(last_new));
-        self.send(from, Body::AppendResponse { index: last_new, reject: None }, Gate::Log);
+        self.send(
+            from,
+            Body::AppendResponse {
+                index: last_new,
+                reject: None,
+            },
+            Gate::Log,
+        );
     }
 
     fn follower_truncate(&mut self, from_index: Index) {
@@ -173,13 +239,23 @@ impl Node {
         // If the open write already holds entries at or after this index, drop them: storage
         // sees one truncation point and the surviving entries.
         self.open_write.entries.retain(|e| e.index < from_index);
-        let t = self.open_write.truncate_from.map_or(from_index, |t| t.min(from_index));
+        let t = self
+            .open_write
+            .truncate_from
+            .map_or(from_index, |t| t.min(from_index));
         self.open_write.truncate_from = Some(t);
         self.durable_last_index = self.durable_last_index.min(from_index - 1);
     }
 
-    pub(crate) fn handle_append_response(&mut self, from: NodeId, index: Index, reject: Option<RejectHint>) {
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        index: Index,
+        reject: Option<RejectHint>,
+    ) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         match reject {
             None => {
@@ -216,17 +292,30 @@ impl Node {
         // The leader sends min(match, commit): safe to commit here without a log check.
         self.log.commit_to(commit.min(self.log.last_index()));
         let last_index = self.log.last_index();
-        self.send(from, Body::HeartbeatResponse { round, last_index }, Gate::Term);
+        self.send(
+            from,
+            Body::HeartbeatResponse { round, last_index },
+            Gate::Term,
+        );
     }
 
-    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, round: u64, last_index: Index) {
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+    pub(crate) fn handle_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        round: u64,
+        last_index: Index,
+    ) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         pr.acked_round = pr.acked_round.max(round);
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
-        if pr.state == ProgressState::Replicate && pr.inflight.len() >= self.cfg.inflight_messages_max {
+        if pr.state == ProgressState::Replicate
+            && pr.inflight.len() >= self.cfg.inflight_messages_max
+        {
             // The whole window may have been lost: free a slot so an append goes out; a gap
             // makes the follower reject it and the leader probes (as etcd does).
             pr.inflight.pop_front();
@@ -262,7 +351,8 @@ impl Node {
         if index <= self.log.committed {
             return;
         }
-        let term_ok = self.log.term(index) == Some(self.term) || self.mutant(Mutant::CommitPreviousTerm);
+        let term_ok =
+            self.log.term(index) == Some(self.term) || self.mutant(Mutant::CommitPreviousTerm);
         if !term_ok {
             return;
         }
@@ -288,10 +378,14 @@ impl Node {
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(released);
         if let Some(stamp) = lease_from {
             // LeaseGuard: committing an own entry grants a lease from its creation stamp.
-            self.own_lease_end_ms = self.own_lease_end_ms.max(stamp.earliest_ms + self.cfg.lease_duration_ms);
+            self.own_lease_end_ms = self
+                .own_lease_end_ms
+                .max(stamp.earliest_ms + self.cfg.lease_duration_ms);
         }
         for (index, membership) in committed_configs {
-            self.out.notes.push(Note::ConfigCommitted { index, membership });
+            self.out
+                .notes
+                .push(Note::ConfigCommitted { index, membership });
         }
         self.on_config_committed();
         self.confirm_reads();
@@ -359,7 +453,11 @@ impl Node {
             self.assign_round_to_waiting_reads();
         }
         let round = self.read_round;
-        let peers: Vec<(NodeId, Index)> = self.progress.iter().map(|(id, p)| (*id, p.match_index)).collect();
+        let peers: Vec<(NodeId, Index)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index))
+            .collect();
         for (peer, matched) in peers {
             let commit = self.log.committed.min(matched);
             self.send(peer, Body::Heartbeat { commit, round }, Gate::None);

@@ -11,15 +11,30 @@ impl Node {
     /// The application captured its state after applying `index`. The core records the metadata
     /// (term, configuration, last stamp), keeps the snapshot to send to followers, and compacts
     /// the log up to `index - compaction_retain_entries`.
-    pub fn snapshot_created(&mut self, now: Time, index: Index, data: Vec<u8>, session_table: Vec<u8>) -> Result<(), String> {
+    pub fn snapshot_created(
+        &mut self,
+        now: Time,
+        index: Index,
+        data: Vec<u8>,
+        session_table: Vec<u8>,
+    ) -> Result<(), String> {
         self.set_now(now);
         if index > self.log.applied {
-            return Err(format!("snapshot at {index} is beyond the applied index {}", self.log.applied));
+            return Err(format!(
+                "snapshot at {index} is beyond the applied index {}",
+                self.log.applied
+            ));
         }
         if index <= self.log.snapshot_index {
-            return Err(format!("snapshot at {index} is not newer than {}", self.log.snapshot_index));
+            return Err(format!(
+                "snapshot at {index} is not newer than {}",
+                self.log.snapshot_index
+            ));
         }
-        let entry = self.log.entry(index).expect("applied entry above the snapshot is in the log");
+        let entry = self
+            .log
+            .entry(index)
+            .expect("applied entry above the snapshot is in the log");
         let (membership, config_version) = self.membership_at(index);
         let meta = SnapshotMeta {
             index,
@@ -74,7 +89,9 @@ impl Node {
 
     fn send_snapshot_chunk(&mut self, peer: NodeId) {
         let Some(snap) = &self.snapshot else { return };
-        let Some(pr) = self.progress.get_mut(&peer) else { return };
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
         if pr.state != ProgressState::Snapshot || pr.snapshot_index != snap.meta.index {
             return;
         }
@@ -105,8 +122,17 @@ impl Node {
         }
     }
 
-    pub(crate) fn handle_snapshot_response(&mut self, from: NodeId, offset: u64, index: Index, done: bool, rejected: bool) {
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+    pub(crate) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        offset: u64,
+        index: Index,
+        done: bool,
+        rejected: bool,
+    ) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if pr.state != ProgressState::Snapshot {
             return;
@@ -147,67 +173,143 @@ impl Node {
             // We already have everything it holds.
             self.incoming_snapshot = None;
             let committed = self.log.committed;
-            self.send(from, Body::InstallSnapshotResponse { offset: total_bytes, index: committed, done: true, rejected: false }, Gate::Log);
+            self.send(
+                from,
+                Body::InstallSnapshotResponse {
+                    offset: total_bytes,
+                    index: committed,
+                    done: true,
+                    rejected: false,
+                },
+                Gate::Log,
+            );
             return;
         }
         if total_bytes > self.cfg.snapshot_bytes_max as u64 {
-            self.fail_snapshot(from, index, format!("snapshot of {total_bytes} bytes exceeds snapshot_bytes_max"));
+            self.fail_snapshot(
+                from,
+                index,
+                format!("snapshot of {total_bytes} bytes exceeds snapshot_bytes_max"),
+            );
             return;
         }
         let restart = offset == 0
-            || self
-                .incoming_snapshot
-                .as_ref()
-                .is_none_or(|s| s.meta.index != index || s.meta.term != meta.term || s.checksum != checksum);
+            || self.incoming_snapshot.as_ref().is_none_or(|s| {
+                s.meta.index != index || s.meta.term != meta.term || s.checksum != checksum
+            });
         if restart {
             if offset != 0 {
                 // We lost the beginning; ask for it again.
-                self.send(from, Body::InstallSnapshotResponse { offset: 0, index, done: false, rejected: false }, Gate::None);
+                self.send(
+                    from,
+                    Body::InstallSnapshotResponse {
+                        offset: 0,
+                        index,
+                        done: false,
+                        rejected: false,
+                    },
+                    Gate::None,
+                );
                 return;
             }
-            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total_bytes, checksum, data: Vec::new() });
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                total_bytes,
+                checksum,
+                data: Vec::new(),
+            });
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         if offset != incoming.data.len() as u64 {
             let have = incoming.data.len() as u64;
-            self.send(from, Body::InstallSnapshotResponse { offset: have, index, done: false, rejected: false }, Gate::None);
+            self.send(
+                from,
+                Body::InstallSnapshotResponse {
+                    offset: have,
+                    index,
+                    done: false,
+                    rejected: false,
+                },
+                Gate::None,
+            );
             return;
         }
         if incoming.data.len() + chunk.len() > total_bytes as usize {
-            self.fail_snapshot(from, index, "snapshot chunks exceed the announced size".into());
+            self.fail_snapshot(
+                from,
+                index,
+                "snapshot chunks exceed the announced size".into(),
+            );
             return;
         }
         incoming.data.extend_from_slice(&chunk);
         if !done {
             let have = incoming.data.len() as u64;
-            self.send(from, Body::InstallSnapshotResponse { offset: have, index, done: false, rejected: false }, Gate::None);
+            self.send(
+                from,
+                Body::InstallSnapshotResponse {
+                    offset: have,
+                    index,
+                    done: false,
+                    rejected: false,
+                },
+                Gate::None,
+            );
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("present");
         if incoming.data.len() as u64 != incoming.total_bytes {
-            self.fail_snapshot(from, index, "snapshot ended short of its announced size".into());
+            self.fail_snapshot(
+                from,
+                index,
+                "snapshot ended short of its announced size".into(),
+            );
             return;
         }
         if crc32c::crc32c(&incoming.data) != incoming.checksum {
             self.fail_snapshot(from, index, "snapshot checksum mismatch".into());
             return;
         }
-        self.install_snapshot(Snapshot { meta: incoming.meta, data: incoming.data });
+        self.install_snapshot(Snapshot {
+            meta: incoming.meta,
+            data: incoming.data,
+        });
         let committed = self.log.committed;
-        self.send(from, Body::InstallSnapshotResponse { offset: total_bytes, index: committed, done: true, rejected: false }, Gate::Log);
+        self.send(
+            from,
+            Body::InstallSnapshotResponse {
+                offset: total_bytes,
+                index: committed,
+                done: true,
+                rejected: false,
+            },
+            Gate::Log,
+        );
     }
 
     fn fail_snapshot(&mut self, from: NodeId, index: Index, reason: String) {
         self.incoming_snapshot = None;
         self.stats.snapshot_install_failures += 1;
         self.out.notes.push(Note::SnapshotInstallFailed { reason });
-        self.send(from, Body::InstallSnapshotResponse { offset: 0, index, done: false, rejected: true }, Gate::None);
+        self.send(
+            from,
+            Body::InstallSnapshotResponse {
+                offset: 0,
+                index,
+                done: false,
+                rejected: true,
+            },
+            Gate::None,
+        );
     }
 
     /// Replaces the log's base and the state machine with a verified snapshot.
     fn install_snapshot(&mut self, snap: Snapshot) {
         let meta = &snap.meta;
-        assert!(meta.index > self.log.committed, "install only newer snapshots");
+        assert!(
+            meta.index > self.log.committed,
+            "install only newer snapshots"
+        );
         let kept_tail = self.log.matches(meta.index, meta.term);
         self.log.restore(meta.index, meta.term, meta.last_stamp);
         self.base_membership = (meta.config_version, meta.membership.clone());
@@ -220,7 +322,10 @@ impl Node {
             self.durable_last_index = self.durable_last_index.min(meta.index);
         }
         self.stats.snapshots_installed += 1;
-        self.out.notes.push(Note::SnapshotInstalled { index: meta.index, term: meta.term });
+        self.out.notes.push(Note::SnapshotInstalled {
+            index: meta.index,
+            term: meta.term,
+        });
         self.out.restore = Some(snap.clone());
         self.open_write.snapshot = Some(snap.clone());
         self.snapshot = Some(snap);

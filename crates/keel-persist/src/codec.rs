@@ -147,7 +147,6 @@ pub fn decode_entry_payload(bytes: &[u8]) -> Result<(Stamp, EntryKind), DecodeEr
     Ok((stamp, kind))
 }
 
-
 /// The core's snapshot metadata, stored as the storage snapshot's opaque metadata.
 pub fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(64 + meta.session_table.len()));
@@ -180,19 +179,28 @@ pub fn decode_snapshot_meta(bytes: &[u8]) -> Result<SnapshotMeta, DecodeError> {
     Ok(meta)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn entry_payload_round_trips_and_rejects_garbage() {
-        let stamp = Stamp { earliest_ms: 5, latest_ms: 9 };
-        for kind in [EntryKind::Noop, EntryKind::Normal(b"abc".to_vec()), EntryKind::Config(Membership::new([1, 2, 3]))] {
+        let stamp = Stamp {
+            earliest_ms: 5,
+            latest_ms: 9,
+        };
+        for kind in [
+            EntryKind::Noop,
+            EntryKind::Normal(b"abc".to_vec()),
+            EntryKind::Config(Membership::new([1, 2, 3])),
+        ] {
             let bytes = encode_entry_payload(stamp, &kind);
             assert_eq!(decode_entry_payload(&bytes).unwrap(), (stamp, kind));
             for cut in 0..bytes.len() {
-                assert!(decode_entry_payload(&bytes[..cut]).is_err(), "truncated at {cut} must fail");
+                assert!(
+                    decode_entry_payload(&bytes[..cut]).is_err(),
+                    "truncated at {cut} must fail"
+                );
             }
         }
         assert!(decode_entry_payload(&[9, 0, 0]).is_err());
@@ -205,13 +213,19 @@ mod tests {
             term: 3,
             membership: Membership::new([1, 2, 3]),
             config_version: 4,
-            last_stamp: Stamp { earliest_ms: 1, latest_ms: 2 },
+            last_stamp: Stamp {
+                earliest_ms: 1,
+                latest_ms: 2,
+            },
             session_table: vec![1, 2, 3],
         };
         let bytes = encode_snapshot_meta(&meta);
         assert_eq!(decode_snapshot_meta(&bytes).unwrap(), meta);
         let mut bad = bytes.clone();
         bad.push(0);
-        assert!(decode_snapshot_meta(&bad).is_err(), "trailing bytes are refused");
+        assert!(
+            decode_snapshot_meta(&bad).is_err(),
+            "trailing bytes are refused"
+        );
     }
 }

@@ -14,7 +14,9 @@
 
 pub mod codec;
 
-use codec::{decode_entry_payload, decode_snapshot_meta, encode_entry_payload, encode_snapshot_meta};
+use codec::{
+    decode_entry_payload, decode_snapshot_meta, encode_entry_payload, encode_snapshot_meta,
+};
 use keel_core::{Entry, HardState, Restored, Snapshot, Write};
 use keel_storage::{Io, Storage, StorageOptions};
 use std::path::Path;
@@ -35,52 +37,87 @@ pub struct Recovery {
 
 /// Opens and recovers a data directory. Damage to synced data is an error naming file and
 /// offset (unless `options.repair`).
-pub fn open<I: Io>(io: I, dir: &Path, options: StorageOptions) -> Result<(Storage<I>, Recovery), String> {
-    let (storage, recovered) =
-        Storage::open(io, dir, options).map_err(|e| format!("opening data directory {}: {e}", dir.display()))?;
+pub fn open<I: Io>(
+    io: I,
+    dir: &Path,
+    options: StorageOptions,
+) -> Result<(Storage<I>, Recovery), String> {
+    let (storage, recovered) = Storage::open(io, dir, options)
+        .map_err(|e| format!("opening data directory {}: {e}", dir.display()))?;
     let mut snapshot = None;
     if let Some(meta) = &recovered.snapshot {
-        let core_meta =
-            decode_snapshot_meta(&meta.metadata).map_err(|e| format!("snapshot metadata at index {}: {e}", meta.index))?;
+        let core_meta = decode_snapshot_meta(&meta.metadata)
+            .map_err(|e| format!("snapshot metadata at index {}: {e}", meta.index))?;
         let mut reader = storage
             .snapshots
             .reader()
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "snapshot listed but not readable".to_string())?;
         let mut data = Vec::with_capacity(meta.data_bytes as usize);
-        while let Some((_, chunk)) = reader.next_chunk(SNAPSHOT_CHUNK_BYTES_MAX).map_err(|e| e.to_string())? {
+        while let Some((_, chunk)) = reader
+            .next_chunk(SNAPSHOT_CHUNK_BYTES_MAX)
+            .map_err(|e| e.to_string())?
+        {
             data.extend_from_slice(&chunk);
         }
         if data.len() as u64 != meta.data_bytes {
-            return Err(format!("snapshot at index {} is short: {} of {} bytes", meta.index, data.len(), meta.data_bytes));
+            return Err(format!(
+                "snapshot at index {} is short: {} of {} bytes",
+                meta.index,
+                data.len(),
+                meta.data_bytes
+            ));
         }
-        snapshot = Some(Snapshot { meta: core_meta, data });
+        snapshot = Some(Snapshot {
+            meta: core_meta,
+            data,
+        });
     }
     let snap_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
     let mut entries = Vec::new();
     let mut lo = storage.wal.first_index().max(snap_index + 1);
     let end = storage.wal.last_index() + 1;
     while lo < end {
-        let batch = storage.wal.entries(lo, end, RECOVERY_READ_BYTES_MAX).map_err(|e| e.to_string())?;
+        let batch = storage
+            .wal
+            .entries(lo, end, RECOVERY_READ_BYTES_MAX)
+            .map_err(|e| e.to_string())?;
         if batch.is_empty() {
             return Err(format!("the log returned no entries for {lo}..{end}"));
         }
         for e in batch {
-            let (stamp, kind) = decode_entry_payload(&e.payload).map_err(|err| format!("log entry {}: {err}", e.index))?;
+            let (stamp, kind) = decode_entry_payload(&e.payload)
+                .map_err(|err| format!("log entry {}: {err}", e.index))?;
             if e.index != lo {
                 return Err(format!("log entries are not contiguous at {lo}"));
             }
-            entries.push(Entry { index: e.index, term: e.term, stamp, kind });
+            entries.push(Entry {
+                index: e.index,
+                term: e.term,
+                stamp,
+                kind,
+            });
             lo += 1;
         }
     }
     let hs = &recovered.hard_state;
     let restored = Restored {
-        hard_state: HardState { term: hs.term, vote: hs.vote, commit: hs.commit },
+        hard_state: HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        },
         snapshot: snapshot.as_ref().map(|s| s.meta.clone()),
         entries,
     };
-    Ok((storage, Recovery { restored, snapshot, repairs: recovered.repairs }))
+    Ok((
+        storage,
+        Recovery {
+            restored,
+            snapshot,
+            repairs: recovered.repairs,
+        },
+    ))
 }
 
 /// What `finish` must still do for the writes that `stage` started.
@@ -106,7 +143,12 @@ pub fn stage<I: Io>(st: &mut Storage<I>, writes: &[Write]) -> keel_storage::Resu
     let last_hs = writes.iter().rev().find_map(|w| w.hard_state);
     if let Some(hs) = last_hs {
         if hs.term != stored.term || hs.vote != stored.vote {
-            let early = keel_storage::HardState { term: hs.term, vote: hs.vote, commit: stored.commit, extra: Vec::new() };
+            let early = keel_storage::HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit: stored.commit,
+                extra: Vec::new(),
+            };
             st.hard_state.save(&early)?;
         }
     }
@@ -115,7 +157,12 @@ pub fn stage<I: Io>(st: &mut Storage<I>, writes: &[Write]) -> keel_storage::Resu
         if let Some(s) = &w.snapshot {
             let newer = st.snapshots.latest().is_none_or(|l| s.meta.index > l.index);
             if newer {
-                st.snapshots.save(s.meta.index, s.meta.term, &encode_snapshot_meta(&s.meta), &s.data)?;
+                st.snapshots.save(
+                    s.meta.index,
+                    s.meta.term,
+                    &encode_snapshot_meta(&s.meta),
+                    &s.data,
+                )?;
             }
             let idx = s.meta.index;
             if st.wal.term(idx) != Some(s.meta.term) {
@@ -135,7 +182,8 @@ pub fn stage<I: Io>(st: &mut Storage<I>, writes: &[Write]) -> keel_storage::Resu
             if e.index <= st.wal.last_index() && e.index >= st.wal.first_index() {
                 st.wal.truncate_suffix(e.index)?;
             }
-            st.wal.append_one(e.index, e.term, &encode_entry_payload(e.stamp, &e.kind))?;
+            st.wal
+                .append_one(e.index, e.term, &encode_entry_payload(e.stamp, &e.kind))?;
         }
         if let Some(c) = w.compact_to {
             staged.compact_to = staged.compact_to.max(c);
@@ -151,10 +199,19 @@ pub fn finish<I: Io>(st: &mut Storage<I>, staged: &Staged) -> keel_storage::Resu
         let now = st.hard_state.get().clone();
         // A later write may already have made a newer term durable (staged before this one
         // finished): never move the term back; the commit index only grows.
-        let (term, vote) = if now.term > hs.term { (now.term, now.vote) } else { (hs.term, hs.vote) };
+        let (term, vote) = if now.term > hs.term {
+            (now.term, now.vote)
+        } else {
+            (hs.term, hs.vote)
+        };
         let commit = hs.commit.max(now.commit);
         if term != now.term || vote != now.vote || commit != now.commit {
-            st.hard_state.save(&keel_storage::HardState { term, vote, commit, extra: Vec::new() })?;
+            st.hard_state.save(&keel_storage::HardState {
+                term,
+                vote,
+                commit,
+                extra: Vec::new(),
+            })?;
         }
     }
     let snap_index = st.snapshots.latest().map_or(0, |s| s.index);

@@ -158,10 +158,12 @@ impl ApiError {
                 ApiError::overloaded("cluster", 100, e.to_string())
             }
             ProposeError::TooLarge { .. } => ApiError::new("PAYLOAD_TOO_LARGE", e.to_string()),
-            ProposeError::ConfChangeInProgress | ProposeError::NotCaughtUp { .. } => {
-                ApiError::unavailable(e.to_string())
+            ProposeError::ConfChangeInProgress
+            | ProposeError::NotCaughtUp { .. }
+            | ProposeError::TermNotEstablished => ApiError::unavailable(e.to_string()),
+            ProposeError::InvalidConfChange(_) | ProposeError::InvalidTransfer(_) => {
+                ApiError::bad_request("id", e.to_string())
             }
-            ProposeError::InvalidConfChange(_) => ApiError::bad_request("id", e.to_string()),
         }
     }
 

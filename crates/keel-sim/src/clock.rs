@@ -20,7 +20,13 @@ pub struct NodeClock {
 }
 
 impl NodeClock {
-    pub fn new(wall_offset_us: i64, drift_ppm: i64, mono_base_us: u64, jump_threshold_ms: u64, cooloff_ms: u64) -> Self {
+    pub fn new(
+        wall_offset_us: i64,
+        drift_ppm: i64,
+        mono_base_us: u64,
+        jump_threshold_ms: u64,
+        cooloff_ms: u64,
+    ) -> Self {
         NodeClock {
             wall_offset_us,
             drift_ppm,
@@ -42,7 +48,8 @@ impl NodeClock {
     /// Reads both clocks at true time `true_us`, running the discontinuity check.
     pub fn read(&mut self, true_us: u64) -> Time {
         let mono_ms = (self.mono_base_us + self.drifted(true_us)) / 1000;
-        let wall_us = (self.drifted(true_us) as i64 + self.wall_offset_us + 1_000_000_000_000).max(0) as u64;
+        let wall_us =
+            (self.drifted(true_us) as i64 + self.wall_offset_us + 1_000_000_000_000).max(0) as u64;
         let wall_ms = wall_us / 1000;
         let mono_ms = mono_ms.max(self.last_mono_ms);
         if self.last_mono_ms > 0 {
@@ -55,6 +62,10 @@ impl NodeClock {
         }
         self.last_mono_ms = mono_ms;
         self.last_wall_ms = wall_ms;
-        Time { mono_ms, wall_ms, wall_trusted: mono_ms >= self.untrusted_until_mono_ms }
+        Time {
+            mono_ms,
+            wall_ms,
+            wall_trusted: mono_ms >= self.untrusted_until_mono_ms,
+        }
     }
 }

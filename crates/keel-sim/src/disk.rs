@@ -25,7 +25,12 @@ pub struct Disk {
 
 impl Disk {
     pub fn new(seed: u64, id: u64, latency_us: (u64, u64)) -> Disk {
-        let faults = SimFaults { sync_latency_us_min: 0, sync_latency_us_max: 0, write_latency_us_per_kib: 0, ..SimFaults::default() };
+        let faults = SimFaults {
+            sync_latency_us_min: 0,
+            sync_latency_us_max: 0,
+            write_latency_us_per_kib: 0,
+            ..SimFaults::default()
+        };
         Disk {
             io: SimIo::with_faults(seed ^ id.wrapping_mul(0x9E37_79B9), faults),
             dir: PathBuf::from(format!("/node-{id}")),
@@ -41,7 +46,10 @@ impl Disk {
     pub fn open(&mut self) -> Result<Recovery, String> {
         assert!(self.storage.is_none(), "open a closed disk only");
         let options = StorageOptions {
-            wal: WalOptions { segment_capacity_bytes: SEGMENT_CAPACITY_BYTES, ..WalOptions::default() },
+            wal: WalOptions {
+                segment_capacity_bytes: SEGMENT_CAPACITY_BYTES,
+                ..WalOptions::default()
+            },
             repair: false,
         };
         let (storage, recovery) = keel_persist::open(self.io.clone(), &self.dir, options)?;
@@ -52,7 +60,8 @@ impl Disk {
     /// Stages a write now; returns the true time (µs) at which it will be durable.
     pub fn submit(&mut self, now_us: u64, latency_us: u64, w: Write) -> Result<u64, String> {
         let st = self.storage.as_mut().expect("disk open");
-        let staged = keel_persist::stage(st, std::slice::from_ref(&w)).map_err(|e| format!("stage write {}: {e}", w.id))?;
+        let staged = keel_persist::stage(st, std::slice::from_ref(&w))
+            .map_err(|e| format!("stage write {}: {e}", w.id))?;
         self.staged.push_back((w.id, staged));
         let done = (now_us + latency_us).max(self.last_done_us + 1);
         self.last_done_us = done;
@@ -61,7 +70,9 @@ impl Disk {
 
     /// Finishes the oldest staged write (one sync). Returns its id.
     pub fn complete_next(&mut self) -> Result<Option<u64>, String> {
-        let Some((id, staged)) = self.staged.pop_front() else { return Ok(None) };
+        let Some((id, staged)) = self.staged.pop_front() else {
+            return Ok(None);
+        };
         let st = self.storage.as_mut().expect("disk open");
         keel_persist::finish(st, &staged).map_err(|e| format!("finish write {id}: {e}"))?;
         Ok(Some(id))
@@ -73,7 +84,10 @@ impl Disk {
 
     /// Clean shutdown: everything was finished; the directory is closed (lock released).
     pub fn close(&mut self) {
-        assert!(self.staged.is_empty(), "close only with every write finished");
+        assert!(
+            self.staged.is_empty(),
+            "close only with every write finished"
+        );
         self.storage = None;
     }
 

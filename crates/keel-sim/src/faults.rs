@@ -13,7 +13,15 @@ pub const SLOW_DISK: usize = 5;
 /// A scripted sequence of partitions that follows leadership (Raft paper Figure 8 shapes).
 pub const LEADER_SHUFFLE: usize = 6;
 pub const FAULT_CLASSES: usize = 7;
-pub const FAULT_NAMES: [&str; FAULT_CLASSES] = ["partition", "crash", "pause", "clog", "clock-jump", "slow-disk", "leader-shuffle"];
+pub const FAULT_NAMES: [&str; FAULT_CLASSES] = [
+    "partition",
+    "crash",
+    "pause",
+    "clog",
+    "clock-jump",
+    "slow-disk",
+    "leader-shuffle",
+];
 
 #[derive(Clone, Debug)]
 pub struct FaultPlan {
@@ -59,10 +67,28 @@ impl FaultPlan {
         FaultPlan {
             seed,
             enabled,
-            nemesis_gap_us: if rng.gen_bool(0.3) { (rng.gen_range(30_000..100_000), rng.gen_range(200_000..600_000)) } else { (rng.gen_range(100_000..500_000), rng.gen_range(800_000..3_000_000)) },
+            nemesis_gap_us: if rng.gen_bool(0.3) {
+                (
+                    rng.gen_range(30_000..100_000),
+                    rng.gen_range(200_000..600_000),
+                )
+            } else {
+                (
+                    rng.gen_range(100_000..500_000),
+                    rng.gen_range(800_000..3_000_000),
+                )
+            },
             net_delay_us: (net_lo, net_hi),
-            loss: if opts.faults && rng.gen_bool(0.4) { rng.gen_range(0.001..0.08) } else { 0.0 },
-            duplicate: if opts.faults && rng.gen_bool(0.3) { rng.gen_range(0.001..0.05) } else { 0.0 },
+            loss: if opts.faults && rng.gen_bool(0.4) {
+                rng.gen_range(0.001..0.08)
+            } else {
+                0.0
+            },
+            duplicate: if opts.faults && rng.gen_bool(0.3) {
+                rng.gen_range(0.001..0.05)
+            } else {
+                0.0
+            },
             disk_latency_us: (disk_lo, disk_lo + rng.gen_range(100..8_000)),
             churn: opts.faults && rng.gen_bool(0.5),
             transfers: opts.faults && rng.gen_bool(0.4),
@@ -72,9 +98,21 @@ impl FaultPlan {
             lease_reads: rng.gen_bool(0.7),
             readers: rng.gen_range(0..3),
             op_timeout_us: rng.gen_range(120_000..800_000),
-            append_entries_max: if rng.gen_bool(0.5) { rng.gen_range(1..4) } else { rng.gen_range(4..32) },
-            leader_flap: if opts.faults && rng.gen_bool(0.3) { rng.gen_range(0.1..0.5) } else { 0.0 },
-            skewed_node: if opts.faults && rng.gen_bool(0.05) { Some(rng.gen_range(1..=opts.nodes as u64)) } else { None },
+            append_entries_max: if rng.gen_bool(0.5) {
+                rng.gen_range(1..4)
+            } else {
+                rng.gen_range(4..32)
+            },
+            leader_flap: if opts.faults && rng.gen_bool(0.3) {
+                rng.gen_range(0.1..0.5)
+            } else {
+                0.0
+            },
+            skewed_node: if opts.faults && rng.gen_bool(0.05) {
+                Some(rng.gen_range(1..=opts.nodes as u64))
+            } else {
+                None
+            },
         }
     }
 

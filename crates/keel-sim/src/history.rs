@@ -13,7 +13,9 @@ pub fn to_history(ops: &[Op], include_lease_reads: bool) -> keel_check::History 
     let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(ops.len() * 2);
     for (i, op) in ops.iter().enumerate() {
         let is_read = matches!(op.kind, OpKind::Get { .. });
-        if is_read && (op.lease && !include_lease_reads || !matches!(op.outcome, Outcome::Ok { .. })) {
+        if is_read
+            && (op.lease && !include_lease_reads || !matches!(op.outcome, Outcome::Ok { .. }))
+        {
             continue; // Failed reads change nothing; lease reads may be excluded.
         }
         events.push((op.invoke_us, 0, i));
@@ -30,7 +32,9 @@ pub fn to_history(ops: &[Op], include_lease_reads: bool) -> keel_check::History 
         let p = op.id;
         if kind == 0 {
             match &op.kind {
-                OpKind::Put { key, value } => b.invoke(p, "put", Some(key), Value::str(value.clone())),
+                OpKind::Put { key, value } => {
+                    b.invoke(p, "put", Some(key), Value::str(value.clone()))
+                }
                 OpKind::Cas { key, expected, new } => b.invoke(
                     p,
                     "cas",
@@ -64,14 +68,20 @@ pub fn to_history(ops: &[Op], include_lease_reads: bool) -> keel_check::History 
 /// clock assumption).
 pub fn check(ops: &[Op], clock_assumption_violated: bool) -> Option<Violation> {
     let history = to_history(ops, !clock_assumption_violated);
-    let options = Options { steps_max: Some(CHECK_STEPS_MAX), ..Options::default() };
+    let options = Options {
+        steps_max: Some(CHECK_STEPS_MAX),
+        ..Options::default()
+    };
     match keel_check::check(&history, Model::Kv, &options) {
         Ok(report) if report.verdict == Verdict::NotLinearizable => Some(Violation {
             property: "linearizability",
             detail: format!("client history is not linearizable: {}", summarize(&report)),
         }),
         Ok(_) => None,
-        Err(e) => Some(Violation { property: "history-format", detail: format!("{e:?}") }),
+        Err(e) => Some(Violation {
+            property: "history-format",
+            detail: format!("{e:?}"),
+        }),
     }
 }
 

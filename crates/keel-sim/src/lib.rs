@@ -85,7 +85,9 @@ pub struct SeedResult {
 
 /// Runs one seed. With `trace`, keeps every event line.
 pub fn run_seed(seed: u64, opts: &SimOptions, trace: bool) -> SeedResult {
-    let sink = TraceSink { lines: if trace { Some(Vec::new()) } else { None } };
+    let sink = TraceSink {
+        lines: if trace { Some(Vec::new()) } else { None },
+    };
     let mut world = world::World::new(seed, opts.clone(), sink);
     world.clock_assumption_violated = world.plan.skewed_node.is_some();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
@@ -97,14 +99,25 @@ pub fn run_seed(seed: u64, opts: &SimOptions, trace: bool) -> SeedResult {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Some(Violation { property: "assertion", detail: format!("a node stopped on an assertion: {msg}") })
+            Some(Violation {
+                property: "assertion",
+                detail: format!("a node stopped on an assertion: {msg}"),
+            })
         }
     };
     if violation.is_none() && opts.check_history {
         violation = history::check(&world.ops, world.clock_assumption_violated);
     }
-    let ops_ok = world.ops.iter().filter(|o| matches!(o.outcome, workload::Outcome::Ok { .. })).count();
-    let ops_info = world.ops.iter().filter(|o| matches!(o.outcome, workload::Outcome::Info)).count();
+    let ops_ok = world
+        .ops
+        .iter()
+        .filter(|o| matches!(o.outcome, workload::Outcome::Ok { .. }))
+        .count();
+    let ops_info = world
+        .ops
+        .iter()
+        .filter(|o| matches!(o.outcome, workload::Outcome::Info))
+        .count();
     SeedResult {
         seed,
         trace_hash: world.trace_hash,

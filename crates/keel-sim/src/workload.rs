@@ -5,9 +5,18 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpKind {
-    Put { key: String, value: String },
-    Cas { key: String, expected: String, new: String },
-    Get { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Cas {
+        key: String,
+        expected: String,
+        new: String,
+    },
+    Get {
+        key: String,
+    },
 }
 
 impl OpKind {
@@ -22,7 +31,10 @@ impl OpKind {
 pub enum Outcome {
     Open,
     /// Write applied (for CAS: whether it swapped); read returned this value (None = absent).
-    Ok { value: Option<String>, swapped: bool },
+    Ok {
+        value: Option<String>,
+        swapped: bool,
+    },
     Fail,
     Info,
 }
@@ -47,7 +59,9 @@ pub struct Op {
 pub fn encode(op_id: u64, kind: &OpKind) -> Vec<u8> {
     match kind {
         OpKind::Put { key, value } => format!("P\0{key}\0{value}\0{op_id}").into_bytes(),
-        OpKind::Cas { key, expected, new } => format!("C\0{key}\0{expected}\0{new}\0{op_id}").into_bytes(),
+        OpKind::Cas { key, expected, new } => {
+            format!("C\0{key}\0{expected}\0{new}\0{op_id}").into_bytes()
+        }
         OpKind::Get { .. } => unreachable!("reads are not logged"),
     }
 }
@@ -107,11 +121,18 @@ impl App {
     pub fn restore(bytes: &[u8]) -> App {
         let s = std::str::from_utf8(bytes).expect("snapshot is utf-8");
         let mut lines = s.lines();
-        let applied = lines.next().and_then(|l| l.parse().ok()).expect("snapshot header");
+        let applied = lines
+            .next()
+            .and_then(|l| l.parse().ok())
+            .expect("snapshot header");
         let kv = lines
             .filter_map(|l| l.split_once('\0'))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        App { kv, applied, applied_since_snapshot: 0 }
+        App {
+            kv,
+            applied,
+            applied_since_snapshot: 0,
+        }
     }
 }

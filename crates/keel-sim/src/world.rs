@@ -8,7 +8,8 @@ use crate::workload::{encode, written_key, App, Op, OpKind, Outcome};
 use crate::{SimOptions, TraceSink};
 use keel_core::invariants::{SafetyMonitor, Violation};
 use keel_core::{
-    Body, ConfChange, Config, EntryKind, Membership, Message, Node, NodeId, ReadMode, ReadPath, Restored, Role,
+    Body, ConfChange, Config, EntryKind, Membership, Message, Node, NodeId, ReadMode, ReadPath,
+    Restored, Role,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -160,7 +161,11 @@ impl World {
 
     fn schedule(&mut self, delay_us: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Queued { at_us: self.now_us + delay_us, seq: self.seq, ev }));
+        self.queue.push(Reverse(Queued {
+            at_us: self.now_us + delay_us,
+            seq: self.seq,
+            ev,
+        }));
     }
 
     fn node_config(&self, id: NodeId) -> Config {
@@ -184,7 +189,13 @@ impl World {
 
     fn start_host(&mut self, id: NodeId, restored: Restored) {
         let (offset_us, drift) = self.plan.clock_for(&mut self.rng, id);
-        let clock = NodeClock::new(offset_us, drift, self.rng.gen_range(0..1_000_000_000), crate::CLOCK_UNCERTAINTY_MS, 2_000);
+        let clock = NodeClock::new(
+            offset_us,
+            drift,
+            self.rng.gen_range(0..1_000_000_000),
+            crate::CLOCK_UNCERTAINTY_MS,
+            2_000,
+        );
         let mut host = Host {
             node: None,
             app: App::default(),
@@ -202,7 +213,10 @@ impl World {
         if let Some(meta) = restored.snapshot.clone() {
             let w = keel_core::Write {
                 id: 0,
-                snapshot: Some(keel_core::Snapshot { meta, data: App::default().snapshot_bytes() }),
+                snapshot: Some(keel_core::Snapshot {
+                    meta,
+                    data: App::default().snapshot_bytes(),
+                }),
                 ..Default::default()
             };
             host.disk.submit(0, 0, w).expect("bootstrap write");
@@ -220,13 +234,23 @@ impl World {
         let host = self.hosts.get_mut(&id).expect("host exists");
         let recovery = match host.disk.open() {
             Ok(r) => r,
-            Err(e) => return Some(Violation { property: "recovery", detail: format!("node {id} storage refused to open: {e}") }),
+            Err(e) => {
+                return Some(Violation {
+                    property: "recovery",
+                    detail: format!("node {id} storage refused to open: {e}"),
+                })
+            }
         };
         let restored = recovery.restored;
         let now = host.clock.read(now_us);
         let mut node = match Node::new(cfg, restored, now) {
             Ok(n) => n,
-            Err(e) => return Some(Violation { property: "recovery", detail: format!("node {id} refused to start: {e}") }),
+            Err(e) => {
+                return Some(Violation {
+                    property: "recovery",
+                    detail: format!("node {id} refused to start: {e}"),
+                })
+            }
         };
         host.app = match &recovery.snapshot {
             Some(s) => {
@@ -244,7 +268,9 @@ impl World {
         host.reads.clear();
         host.node = Some(node);
         let life = host.life;
-        let v = self.monitor.observe_restart(self.hosts[&id].node.as_ref().expect("booted"));
+        let v = self
+            .monitor
+            .observe_restart(self.hosts[&id].node.as_ref().expect("booted"));
         if let Err(v) = v {
             return Some(v);
         }
@@ -264,7 +290,8 @@ impl World {
     fn trace_line(&mut self, line: impl FnOnce() -> String) {
         if self.trace.enabled() {
             let t = self.now_us;
-            self.trace.push(format!("{:>10.3}ms {}", t as f64 / 1000.0, line()));
+            self.trace
+                .push(format!("{:>10.3}ms {}", t as f64 / 1000.0, line()));
         }
     }
 
@@ -289,7 +316,10 @@ impl World {
             self.trace_states();
             return Some(Violation {
                 property: "liveness",
-                detail: format!("no leader committed a write within {} ms after healing", self.opts.liveness_ms),
+                detail: format!(
+                    "no leader committed a write within {} ms after healing",
+                    self.opts.liveness_ms
+                ),
             });
         }
         None
@@ -315,17 +345,23 @@ impl World {
             }
             Ev::Deliver(msg) => {
                 let to = msg.to;
-                let Some(host) = self.hosts.get_mut(&to) else { return None };
-                if host.node.is_none() {
-                    return None;
-                }
+                let host = self.hosts.get_mut(&to)?;
+                host.node.as_ref()?;
                 if host.paused_until_us > self.now_us {
                     let wait = host.paused_until_us - self.now_us;
                     self.schedule(wait, Ev::Deliver(msg));
                     return None;
                 }
                 self.record(2, msg.from, to, msg.term);
-                self.trace_line(|| format!("deliver {}->{} t{} {:?}", msg.from, msg.to, msg.term, short_body(&msg.body)));
+                self.trace_line(|| {
+                    format!(
+                        "deliver {}->{} t{} {:?}",
+                        msg.from,
+                        msg.to,
+                        msg.term,
+                        short_body(&msg.body)
+                    )
+                });
                 let host = self.hosts.get_mut(&to).expect("exists");
                 let now = host.clock.read(self.now_us);
                 host.node.as_mut().expect("alive").receive(now, *msg);
@@ -344,7 +380,12 @@ impl World {
                 let wid = match host.disk.complete_next() {
                     Ok(Some(w)) => w,
                     Ok(None) => return None,
-                    Err(e) => return Some(Violation { property: "storage", detail: format!("node {id}: {e}") }),
+                    Err(e) => {
+                        return Some(Violation {
+                            property: "storage",
+                            detail: format!("node {id}: {e}"),
+                        })
+                    }
                 };
                 let now = host.clock.read(self.now_us);
                 host.node.as_mut().expect("alive").persisted(now, wid);
@@ -356,7 +397,11 @@ impl World {
                 if self.open_ops.remove(&op) {
                     let o = &mut self.ops[op as usize];
                     o.complete_us = self.now_us;
-                    o.outcome = if matches!(o.kind, OpKind::Get { .. }) { Outcome::Fail } else { Outcome::Info };
+                    o.outcome = if matches!(o.kind, OpKind::Get { .. }) {
+                        Outcome::Fail
+                    } else {
+                        Outcome::Info
+                    };
                     let client = o.client;
                     self.record(4, op, 0, 0);
                     self.client_leader[client] = None;
@@ -440,22 +485,33 @@ impl World {
         loop {
             let now_us = self.now_us;
             let host = self.hosts.get_mut(&id)?;
-            let Some(node) = host.node.as_mut() else { return None };
+            let node = host.node.as_mut()?;
             if !node.has_ready() {
                 break;
             }
             let ready = node.ready();
             if let Some(snap) = &ready.restore {
                 host.app = App::restore(&snap.data);
-                assert_eq!(host.app.applied, snap.meta.index, "snapshot data matches its index");
+                assert_eq!(
+                    host.app.applied, snap.meta.index,
+                    "snapshot data matches its index"
+                );
             }
             let life = host.life;
             let mut disk_events = Vec::new();
             for w in ready.writes {
-                let lat = self.rng.gen_range(host.disk.latency_us_min..=host.disk.latency_us_max.max(host.disk.latency_us_min));
+                let lat = self.rng.gen_range(
+                    host.disk.latency_us_min
+                        ..=host.disk.latency_us_max.max(host.disk.latency_us_min),
+                );
                 match host.disk.submit(now_us, lat, w) {
                     Ok(done) => disk_events.push(done - now_us),
-                    Err(e) => return Some(Violation { property: "storage", detail: format!("node {id}: {e}") }),
+                    Err(e) => {
+                        return Some(Violation {
+                            property: "storage",
+                            detail: format!("node {id}: {e}"),
+                        })
+                    }
                 }
             }
             for d in disk_events {
@@ -537,7 +593,10 @@ impl World {
                 if applied == node.applied_index() && applied > node.log().snapshot_index {
                     let data = host.app.snapshot_bytes();
                     let now = host.clock.read(now_us);
-                    if node.snapshot_created(now, applied, data, Vec::new()).is_ok() {
+                    if node
+                        .snapshot_created(now, applied, data, Vec::new())
+                        .is_ok()
+                    {
                         host.app.applied_since_snapshot = 0;
                     }
                 }
@@ -583,7 +642,12 @@ impl World {
                 return Some(l);
             }
         }
-        let alive: Vec<NodeId> = self.hosts.iter().filter(|(_, h)| h.node.is_some()).map(|(id, _)| *id).collect();
+        let alive: Vec<NodeId> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.node.is_some())
+            .map(|(id, _)| *id)
+            .collect();
         if alive.is_empty() {
             return None;
         }
@@ -600,20 +664,39 @@ impl World {
         };
         let keys = self.plan.keys;
         // Skewed keys: key 0 is hot.
-        let k = if self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(0..keys) };
+        let k = if self.rng.gen_bool(0.5) {
+            0
+        } else {
+            self.rng.gen_range(0..keys)
+        };
         let key = format!("k{k}");
         // The first `readers` clients only read (and stay with the node that served them).
-        let roll = if client < self.plan.readers { 100 } else { self.rng.gen_range(0..100) };
+        let roll = if client < self.plan.readers {
+            100
+        } else {
+            self.rng.gen_range(0..100)
+        };
         let op_id = self.ops.len() as u64;
         let kind = if roll < 40 {
-            OpKind::Put { key, value: format!("{op_id}") }
+            OpKind::Put {
+                key,
+                value: format!("{op_id}"),
+            }
         } else if roll < 55 {
             let expected = self.recent_value(&key);
-            OpKind::Cas { key, expected, new: format!("{op_id}") }
+            OpKind::Cas {
+                key,
+                expected,
+                new: format!("{op_id}"),
+            }
         } else {
             OpKind::Get { key }
         };
-        let required_index = self.acked_index_by_key.get(kind.key()).copied().unwrap_or(0);
+        let required_index = self
+            .acked_index_by_key
+            .get(kind.key())
+            .copied()
+            .unwrap_or(0);
         let mut op = Op {
             id: op_id,
             client,
@@ -626,7 +709,11 @@ impl World {
             index: 0,
         };
         let now_us = self.now_us;
-        let read_mode = match if client < self.plan.readers { 1 } else { self.rng.gen_range(0..3) } {
+        let read_mode = match if client < self.plan.readers {
+            1
+        } else {
+            self.rng.gen_range(0..3)
+        } {
             0 => ReadMode::ReadIndex,
             1 => ReadMode::Lease,
             _ => ReadMode::InheritedLease,
@@ -700,7 +787,12 @@ impl World {
         // Use a value some node holds, so CAS sometimes succeeds.
         let ids: Vec<NodeId> = self.hosts.keys().copied().collect();
         let id = ids[self.rng.gen_range(0..ids.len())];
-        self.hosts[&id].app.kv.get(key).cloned().unwrap_or_else(|| "none".to_string())
+        self.hosts[&id]
+            .app
+            .kv
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "none".to_string())
     }
 
     fn complete_write(&mut self, op: u64, ok: bool, swapped: bool, index: u64) {
@@ -709,7 +801,14 @@ impl World {
         }
         let o = &mut self.ops[op as usize];
         o.complete_us = self.now_us;
-        o.outcome = if ok { Outcome::Ok { value: None, swapped } } else { Outcome::Fail };
+        o.outcome = if ok {
+            Outcome::Ok {
+                value: None,
+                swapped,
+            }
+        } else {
+            Outcome::Fail
+        };
         let key = o.kind.key().to_string();
         let client = o.client;
         if ok {
@@ -724,13 +823,27 @@ impl World {
         self.schedule(think, Ev::Client(client));
     }
 
-    fn complete_read(&mut self, op: u64, served: bool, value: Option<String>, served_index: u64, path: ReadPath) -> Option<Violation> {
+    fn complete_read(
+        &mut self,
+        op: u64,
+        served: bool,
+        value: Option<String>,
+        served_index: u64,
+        path: ReadPath,
+    ) -> Option<Violation> {
         if !self.open_ops.remove(&op) {
             return None;
         }
         let o = &mut self.ops[op as usize];
         o.complete_us = self.now_us;
-        o.outcome = if served { Outcome::Ok { value, swapped: false } } else { Outcome::Fail };
+        o.outcome = if served {
+            Outcome::Ok {
+                value,
+                swapped: false,
+            }
+        } else {
+            Outcome::Fail
+        };
         o.lease = path != ReadPath::ReadIndex;
         let client = o.client;
         let required = o.required_index;
@@ -772,7 +885,12 @@ impl World {
     fn current_leader(&self) -> Option<NodeId> {
         self.hosts
             .iter()
-            .filter_map(|(id, h)| h.node.as_ref().filter(|n| n.role() == Role::Leader).map(|n| (n.term(), *id)))
+            .filter_map(|(id, h)| {
+                h.node
+                    .as_ref()
+                    .filter(|n| n.role() == Role::Leader)
+                    .map(|n| (n.term(), *id))
+            })
             .max()
             .map(|(_, id)| id)
     }
@@ -790,7 +908,13 @@ impl World {
         }
         let dur = self.rng.gen_range(200_000..3_000_000);
         self.record(10, choice as u64, victim, dur);
-        self.trace_line(|| format!("nemesis {} victim {victim} for {}ms", crate::faults::FAULT_NAMES[choice], dur / 1000));
+        self.trace_line(|| {
+            format!(
+                "nemesis {} victim {victim} for {}ms",
+                crate::faults::FAULT_NAMES[choice],
+                dur / 1000
+            )
+        });
         match choice {
             crate::faults::PARTITION => {
                 self.blocked.clear();
@@ -874,7 +998,8 @@ impl World {
             crate::faults::CLOCK_JUMP => {
                 if let Some(h) = self.hosts.get_mut(&victim) {
                     let old = h.clock.wall_offset_us;
-                    let jump = self.rng.gen_range(100_000i64..2_000_000) * if self.rng.gen_bool(0.5) { 1 } else { -1 };
+                    let jump = self.rng.gen_range(100_000i64..2_000_000)
+                        * if self.rng.gen_bool(0.5) { 1 } else { -1 };
                     h.clock.wall_offset_us += jump;
                     // A time service steps it back within the cooling-off period.
                     let fix = self.rng.gen_range(100_000..1_500_000);
@@ -919,8 +1044,17 @@ impl World {
                 self.schedule(20_000, Ev::Shuffle(3, first, s, 150));
             }
             (3, Some(l)) => {
-                let delay = if self.rng.gen_bool(0.5) { self.rng.gen_range(0..8_000) } else { self.rng.gen_range(0..60_000) };
-                self.trace_line(|| format!("nemesis leader-shuffle: isolate leader {l} in {}ms, {last} rejoins", delay / 1000));
+                let delay = if self.rng.gen_bool(0.5) {
+                    self.rng.gen_range(0..8_000)
+                } else {
+                    self.rng.gen_range(0..60_000)
+                };
+                self.trace_line(|| {
+                    format!(
+                        "nemesis leader-shuffle: isolate leader {l} in {}ms, {last} rejoins",
+                        delay / 1000
+                    )
+                });
                 self.schedule(delay, Ev::Shuffle(4, l, last, 0));
             }
             (4, _) => {
@@ -950,23 +1084,38 @@ impl World {
     }
 
     fn operator_step(&mut self) {
-        let Some(leader) = self.current_leader() else { return };
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
         let now_us = self.now_us;
         let churn = self.plan.churn;
         let transfers = self.plan.transfers;
         let roll = self.rng.gen_range(0..10);
-        let membership = self.hosts[&leader].node.as_ref().expect("leader alive").membership().clone();
+        let membership = self.hosts[&leader]
+            .node
+            .as_ref()
+            .expect("leader alive")
+            .membership()
+            .clone();
         let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
         let learners: Vec<NodeId> = membership.learners.iter().copied().collect();
-        let spare: Vec<NodeId> = (1..=NODE_IDS_MAX).filter(|id| !membership.contains(*id)).collect();
+        let spare: Vec<NodeId> = (1..=NODE_IDS_MAX)
+            .filter(|id| !membership.contains(*id))
+            .collect();
         let change = if transfers && (!churn || roll < 3) {
             let target = voters[self.rng.gen_range(0..voters.len())];
             if target != leader {
                 let host = self.hosts.get_mut(&leader).expect("exists");
                 let now = host.clock.read(now_us);
-                let r = host.node.as_mut().expect("alive").transfer_leader(now, target);
+                let r = host
+                    .node
+                    .as_mut()
+                    .expect("alive")
+                    .transfer_leader(now, target);
                 self.record(11, leader, target, r.is_ok() as u64);
-                self.trace_line(|| format!("operator: transfer leadership {leader} -> {target}: {r:?}"));
+                self.trace_line(|| {
+                    format!("operator: transfer leadership {leader} -> {target}: {r:?}")
+                });
                 self.drive(leader);
             }
             return;
@@ -989,7 +1138,10 @@ impl World {
                     remove.push(v);
                 }
             }
-            ConfChange::Replace { add_voters: add, remove_voters: remove }
+            ConfChange::Replace {
+                add_voters: add,
+                remove_voters: remove,
+            }
         } else {
             return;
         };
@@ -1002,7 +1154,11 @@ impl World {
         }
         let host = self.hosts.get_mut(&leader).expect("exists");
         let now = host.clock.read(now_us);
-        let r = host.node.as_mut().expect("alive").propose_conf_change(now, change.clone());
+        let r = host
+            .node
+            .as_mut()
+            .expect("alive")
+            .propose_conf_change(now, change.clone());
         self.record(12, leader, r.is_ok() as u64, 0);
         self.trace_line(|| format!("operator: {change:?} at {leader}: {r:?}"));
         self.drive(leader);
@@ -1037,17 +1193,27 @@ impl World {
         if self.liveness_ok {
             return None;
         }
-        let pending = self.liveness_op.is_some_and(|op| self.open_ops.contains(&op));
+        let pending = self
+            .liveness_op
+            .is_some_and(|op| self.open_ops.contains(&op));
         if pending {
             return None;
         }
         if let Some(leader) = self.current_leader() {
             let op_id = self.ops.len() as u64;
-            let kind = OpKind::Put { key: "liveness".into(), value: format!("{op_id}") };
+            let kind = OpKind::Put {
+                key: "liveness".into(),
+                value: format!("{op_id}"),
+            };
             let now_us = self.now_us;
             let host = self.hosts.get_mut(&leader).expect("exists");
             let now = host.clock.read(now_us);
-            if let Ok((index, term)) = host.node.as_mut().expect("alive").propose(now, encode(op_id, &kind)) {
+            if let Ok((index, term)) = host
+                .node
+                .as_mut()
+                .expect("alive")
+                .propose(now, encode(op_id, &kind))
+            {
                 host.proposals.insert(index, (term, op_id));
                 self.ops.push(Op {
                     id: op_id,
@@ -1074,10 +1240,20 @@ impl World {
 
 fn short_body(b: &Body) -> String {
     match b {
-        Body::Append { prev_index, prev_term, entries, commit } => {
-            format!("App prev=({prev_index},{prev_term}) n={} commit={commit}", entries.len())
+        Body::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => {
+            format!(
+                "App prev=({prev_index},{prev_term}) n={} commit={commit}",
+                entries.len()
+            )
         }
-        Body::InstallSnapshot { meta, offset, done, .. } => format!("Snap idx={} off={offset} done={done}", meta.index),
+        Body::InstallSnapshot {
+            meta, offset, done, ..
+        } => format!("Snap idx={} off={offset} done={done}", meta.index),
         other => format!("{other:?}"),
     }
 }

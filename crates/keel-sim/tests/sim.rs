@@ -3,7 +3,10 @@
 use keel_sim::{run_seed, SimOptions};
 
 fn quick() -> SimOptions {
-    SimOptions { ticks: 800, ..SimOptions::default() }
+    SimOptions {
+        ticks: 800,
+        ..SimOptions::default()
+    }
 }
 
 #[test]
@@ -14,7 +17,10 @@ fn same_seed_gives_the_same_trace_hash() {
     assert_eq!(a.events, b.events);
     assert_eq!(a.ops, b.ops);
     let c = run_seed(8, &quick(), false);
-    assert_ne!(a.trace_hash, c.trace_hash, "different seeds explore different schedules");
+    assert_ne!(
+        a.trace_hash, c.trace_hash,
+        "different seeds explore different schedules"
+    );
 }
 
 #[test]
@@ -35,8 +41,14 @@ fn unmodified_core_is_clean_and_makes_progress() {
         ok_ops += r.ops_ok;
         elections += r.elections;
     }
-    assert!(ok_ops > 1000, "the workload must make progress ({ok_ops} ok ops)");
-    assert!(elections >= 30, "every seed elects at least one leader ({elections})");
+    assert!(
+        ok_ops > 1000,
+        "the workload must make progress ({ok_ops} ok ops)"
+    );
+    assert!(
+        elections >= 30,
+        "every seed elects at least one leader ({elections})"
+    );
 }
 
 #[cfg(feature = "mutants")]
@@ -45,12 +57,22 @@ fn mutants_are_caught_within_a_few_hundred_seeds() {
     use keel_sim::Mutant;
     // commit-previous-term needs a rarer schedule (a few hundred to a thousand seeds): it is
     // checked by scripts/mutants in the CI smoke campaign with a larger cap.
-    for m in Mutant::ALL.into_iter().filter(|m| *m != Mutant::CommitPreviousTerm) {
-        let opts = SimOptions { mutant: Some(m), check_history: false, ..SimOptions::default() };
-        let caught = (1..=300).find_map(|seed| run_seed(seed, &opts, false).violation.map(|v| (seed, v)));
+    for m in Mutant::ALL
+        .into_iter()
+        .filter(|m| *m != Mutant::CommitPreviousTerm)
+    {
+        let opts = SimOptions {
+            mutant: Some(m),
+            check_history: false,
+            ..SimOptions::default()
+        };
+        let caught =
+            (1..=300).find_map(|seed| run_seed(seed, &opts, false).violation.map(|v| (seed, v)));
         let (seed, v) = caught.unwrap_or_else(|| panic!("mutant {} survived 300 seeds", m.name()));
         // Replaying the seed reproduces the same violation.
-        let again = run_seed(seed, &opts, false).violation.expect("replay reproduces");
+        let again = run_seed(seed, &opts, false)
+            .violation
+            .expect("replay reproduces");
         assert_eq!(again.property, v.property, "mutant {}", m.name());
     }
 }

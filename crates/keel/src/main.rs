@@ -7,7 +7,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "Keel: a Raft-replicated key-value store")]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a Raft-replicated key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

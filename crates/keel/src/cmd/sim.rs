@@ -37,9 +37,17 @@ pub struct Args {
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s.split_once("..").ok_or_else(|| format!("--seeds wants A..B, got {s:?}"))?;
-    let a: u64 = a.trim().parse().map_err(|_| format!("bad seed range start {a:?}"))?;
-    let b: u64 = b.trim().parse().map_err(|_| format!("bad seed range end {b:?}"))?;
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds wants A..B, got {s:?}"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad seed range start {a:?}"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad seed range end {b:?}"))?;
     if b <= a {
         return Err(format!("empty seed range {s}"));
     }
@@ -100,7 +108,8 @@ pub fn run(args: Args) -> i32 {
     let started = Instant::now();
     let mut combined: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seeds_run = 0u64;
-    let (mut ops, mut ok, mut elections, mut faults, mut clock_flagged) = (0usize, 0usize, 0u64, 0u64, 0u64);
+    let (mut ops, mut ok, mut elections, mut faults, mut clock_flagged) =
+        (0usize, 0usize, 0u64, 0u64, 0u64);
     let mut code = 0;
     for seed in lo..hi {
         let r = run_seed(seed, &opts, trace);
@@ -130,7 +139,13 @@ pub fn run(args: Args) -> i32 {
                 for line in &replay.trace[tail..] {
                     println!("    {line}");
                 }
-                println!("  replay: keel sim --seed {seed} --trace{}", args.mutant.as_ref().map(|m| format!(" --mutant {m}")).unwrap_or_default());
+                println!(
+                    "  replay: keel sim --seed {seed} --trace{}",
+                    args.mutant
+                        .as_ref()
+                        .map(|m| format!(" --mutant {m}"))
+                        .unwrap_or_default()
+                );
             }
             code = 1;
             break;
