@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub const MEMORY_BYTES_MAX_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 /// Upper bound on worker threads.
 pub const THREADS_MAX: usize = 256;
+/// Pending operations listed in an explanation, at most (the blocking one always is).
+pub const STUCK_LISTED_MAX: usize = 64;
 
 /// How to check.
 #[derive(Clone, Debug)]
@@ -605,6 +607,9 @@ fn explain<M: SeqModel>(
     let mut stuck = Vec::new();
     for (local, sop) in sops.iter().enumerate() {
         if done[local] || sop.call_at > horizon {
+            continue;
+        }
+        if stuck.len() >= STUCK_LISTED_MAX && local != blocking as usize {
             continue;
         }
         let reason = match model.step(&state, &sop.input) {

@@ -40,7 +40,7 @@ fn config() -> impl Strategy<Value = GenConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_histories_are_linearizable(config in config(), partition in any::<bool>(), append in 0u32..40) {

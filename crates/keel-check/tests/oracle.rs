@@ -181,10 +181,10 @@ fn agree(kv: bool, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn cas_register_agrees_with_brute_force() {
-    agree(false, 0..3000);
+    agree(false, 0..20_000);
 }
 
 #[test]
 fn kv_with_append_agrees_with_brute_force() {
-    agree(true, 0..3000);
+    agree(true, 0..20_000);
 }
