@@ -182,7 +182,11 @@ fn run(seed: u64, ops: &[Op], faults: SimFaults) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn wal_matches_model_across_crashes(seed in any::<u64>(), ops in proptest::collection::vec(op_strategy(), 1..80)) {

@@ -109,7 +109,7 @@ fn crash_campaign(seed: u64, faults: SimFaults) -> u64 {
 #[test]
 fn crashes_never_lose_synced_entries() {
     let mut crashes = 0;
-    for seed in 0..seeds(60) {
+    for seed in 0..seeds(150) {
         crashes += crash_campaign(seed, SimFaults::default());
         let harsh = SimFaults {
             crash_keep_unsynced_ppm: 900_000,
@@ -125,7 +125,7 @@ fn crashes_never_lose_synced_entries() {
 #[test]
 fn damage_to_synced_data_is_refused_never_silently_truncated() {
     let mut refused = 0;
-    for seed in 0..seeds(150) {
+    for seed in 0..seeds(400) {
         let io = SimIo::new(seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (mut st, _) = Storage::open(io.clone(), Path::new(DIR), options()).unwrap();
