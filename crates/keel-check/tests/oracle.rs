@@ -188,3 +188,124 @@ fn cas_register_agrees_with_brute_force() {
 fn kv_with_append_agrees_with_brute_force() {
     agree(true, 0..20_000);
 }
+
+/// Multi-register: txns of one or two micro-ops over keys x, y, z (initially 0), values 0..2.
+/// Exercises the union-find key grouping and the greedy rule for read-only txns.
+#[test]
+fn multi_register_agrees_with_brute_force() {
+    type Micro = (bool, usize, i64); // (is_write, key, value); reads with value -1 are unknown
+    fn legal(state: &mut [i64; 3], txn: &[Micro]) -> bool {
+        for &(write, k, v) in txn {
+            if write {
+                state[k] = v;
+            } else if v >= 0 && state[k] != v {
+                return false;
+            }
+        }
+        true
+    }
+    fn search(
+        ops: &[(Vec<Micro>, bool, usize, usize)],
+        done: &mut Vec<bool>,
+        state: [i64; 3],
+    ) -> bool {
+        if ops.iter().zip(done.iter()).all(|(o, d)| *d || !o.1) {
+            return true;
+        }
+        for i in 0..ops.len() {
+            if done[i]
+                || ops
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| !done[j] && j != i && o.1 && o.3 < ops[i].2)
+            {
+                continue;
+            }
+            let mut next = state;
+            if legal(&mut next, &ops[i].0) {
+                done[i] = true;
+                let found = search(ops, done, next);
+                done[i] = false;
+                if found {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let keys = ["x", "y", "z"];
+    let mut counts = [0usize; 2];
+    for seed in 0..10_000u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let processes = rng.gen_range(1..4usize);
+        let total = rng.gen_range(1..7usize);
+        let mut b = HistoryBuilder::new();
+        let mut open: Vec<Option<(usize, Vec<Micro>)>> = vec![None; processes];
+        let mut pid: Vec<u64> = (0..processes as u64).collect();
+        let (mut started, mut event) = (0, 0);
+        let mut small: Vec<(Vec<Micro>, bool, usize, usize)> = Vec::new();
+        let micro_value = |m: &Micro, known: bool| {
+            let kind = Value::Keyword(if m.0 { "write" } else { "read" }.into());
+            let v = if m.0 || known {
+                Value::Int(m.2)
+            } else {
+                Value::Nil
+            };
+            Value::List(vec![kind, Value::Keyword(keys[m.1].into()), v])
+        };
+        while started < total || open.iter().any(Option::is_some) {
+            let p = rng.gen_range(0..processes);
+            match open[p].take() {
+                None if started < total => {
+                    started += 1;
+                    let txn: Vec<Micro> = (0..rng.gen_range(1..3))
+                        .map(|_| (rng.gen_bool(0.5), rng.gen_range(0..3), rng.gen_range(0..3)))
+                        .collect();
+                    let invoke = Value::List(txn.iter().map(|m| micro_value(m, false)).collect());
+                    b.invoke(pid[p], "txn", None, invoke);
+                    open[p] = Some((event, txn));
+                    event += 1;
+                }
+                None => {}
+                Some((invoke, txn)) => {
+                    match rng.gen_range(0..10) {
+                        0 => {
+                            b.info(pid[p]);
+                            pid[p] += processes as u64;
+                            let writes: Vec<Micro> = txn.iter().copied().filter(|m| m.0).collect();
+                            small.push((writes, false, invoke, usize::MAX));
+                        }
+                        1 => {
+                            b.fail(pid[p]);
+                        }
+                        _ => {
+                            let result =
+                                Value::List(txn.iter().map(|m| micro_value(m, true)).collect());
+                            b.ok(pid[p], result);
+                            small.push((txn, true, invoke, event));
+                        }
+                    }
+                    event += 1;
+                }
+            }
+        }
+        let expected = search(&small, &mut vec![false; small.len()], [0, 0, 0]);
+        let options = Options {
+            initial: Some(Value::Int(0)),
+            ..Options::default()
+        };
+        let report = check(&b.build(), Model::MultiRegister, &options).expect("well-formed");
+        let want = if expected {
+            Verdict::Linearizable
+        } else {
+            Verdict::NotLinearizable
+        };
+        let ops: Vec<String> = report.ops.iter().map(Op::describe).collect();
+        assert_eq!(report.verdict, want, "seed {seed}: {ops:#?}");
+        counts[expected as usize] += 1;
+    }
+    assert!(
+        counts[0] > 50 && counts[1] > 50,
+        "both verdicts exercised: {counts:?}"
+    );
+}
