@@ -370,6 +370,175 @@ async fn three_nodes_elect_survive_leader_kill_and_catch_up() {
 }
 
 #[tokio::test]
+async fn restarted_follower_catches_up_by_snapshot() {
+    // Compact aggressively so that a node down for 60 writes can only catch up by snapshot.
+    let config_dir = temp_root("snapcfg");
+    let config_path = config_dir.join("node.toml");
+    std::fs::write(
+        &config_path,
+        "snapshot_interval_entries = 10\ncompaction_retain_entries = 5\n",
+    )
+    .unwrap();
+    let config_arg = config_path.to_str().unwrap().to_string();
+    let mut cluster = Cluster::start("snapshot", 3, 0, &["--config", &config_arg]);
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    client.put("first", "1", write_options()).await.unwrap();
+    cluster.kill9(follower);
+    for i in 0..60 {
+        client
+            .put(format!("s{i:03}"), "x", write_options())
+            .await
+            .unwrap();
+    }
+    cluster.spawn(follower);
+    let (_, status) = cluster.wait_leader(&client).await;
+    cluster
+        .wait_applied(&client, follower, status.commit_index)
+        .await;
+    let log = std::fs::read_to_string(
+        cluster
+            .root
+            .join(format!("node-{}.log", cluster.nodes[follower].id)),
+    )
+    .unwrap();
+    assert!(
+        log.contains("installed a snapshot from the leader") || log.contains("snapshot installed"),
+        "the restarted follower did not install a snapshot\n{}",
+        cluster.log_tail()
+    );
+    let local = Client::new(ClientConfig::new(&[cluster.nodes[follower]
+        .client_addr
+        .clone()]))
+    .unwrap();
+    let range = local
+        .range(
+            keel_client::RangeSpec::Prefix(b"s".to_vec()),
+            None,
+            ReadOptions {
+                level: ReadLevel::Any,
+                ..ReadOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(range.kvs.len(), 60);
+    let _ = std::fs::remove_dir_all(&config_dir);
+}
+
+/// Runs the keel CLI; returns (exit code, stdout, stderr).
+fn cli(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .env("KEEL_ENDPOINTS", endpoints)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json_line(stdout: &str) -> Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test]
+async fn cli_commands_against_a_live_cluster() {
+    let cluster = Cluster::start("cli", 3, 0, &[]);
+    let client = cluster.client();
+    cluster.wait_leader(&client).await;
+    let endpoints = cluster.endpoints().join(",");
+    let e = endpoints.as_str();
+
+    let (code, out, _) = cli(e, &["put", "cli/a", "one"], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK revision="), "{out}");
+    let (code, out, _) = cli(e, &["get", "cli/a", "--json"], None);
+    assert_eq!(code, 0);
+    let answer = json_line(&out);
+    assert_eq!(answer["kv"]["value"], "one");
+    assert_eq!(answer["served"]["level"], "linearizable");
+    let (code, out, _) = cli(e, &["get", "cli/a", "--read", "any"], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("one") && out.contains("served: level=any"),
+        "{out}"
+    );
+    let (code, out, _) = cli(
+        e,
+        &["get", "cli/a", "--read", "bounded:5000", "--json"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_line(&out)["served"]["level"], "bounded");
+    let (code, out, _) = cli(e, &["cas", "cli/a", "--expected", "one", "two"], None);
+    assert_eq!(
+        (code, out.starts_with("succeeded=true")),
+        (0, true),
+        "{out}"
+    );
+    let (code, out, _) = cli(e, &["cas", "cli/a", "--expected", "one", "three"], None);
+    assert_eq!(
+        (code, out.starts_with("succeeded=false")),
+        (0, true),
+        "{out}"
+    );
+    let txn = r#"{"compare":[{"key":"cli/a","target":"value","op":"==","value":"two"}],
+                  "success":[{"put":{"key":"cli/b","value":"bee"}}],"failure":[]}"#;
+    let (code, out, _) = cli(e, &["txn", "--json"], Some(txn));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json_line(&out)["succeeded"], true);
+    let (code, out, _) = cli(e, &["range", "--prefix", "cli/", "--json"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["kvs"].as_array().unwrap().len(), 2);
+    let (code, out, _) = cli(e, &["range", "cli/a", "cli/b"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("1 keys"), "{out}");
+    let (code, out, _) = cli(e, &["del", "cli/b"], None);
+    assert_eq!((code, out.trim()), (0, out.trim()));
+    assert!(out.starts_with("deleted=1"), "{out}");
+    let (code, out, _) = cli(e, &["status"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("healthy").count(), 3, "{out}");
+    let leader_rows = out
+        .lines()
+        .filter(|line| line.split_whitespace().nth(2) == Some("leader"))
+        .count();
+    assert_eq!(leader_rows, 1, "{out}");
+    let (code, out, _) = cli(e, &["members", "list", "--json"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["members"].as_array().unwrap().len(), 3);
+
+    // Failures: 1 with the server's code; usage: 2.
+    let long_key = "k".repeat(5000);
+    let (code, out, err) = cli(e, &["put", &long_key, "v", "--json"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(json_line(&out)["code"].is_string(), "{out}");
+    assert!(err.starts_with("error: "), "{err}");
+    let (code, _, err) = cli(e, &["get", "cli/a", "--read", "eventually"], None);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = cli(e, &["cas", "cli/a", "v"], None);
+    assert_eq!(code, 2, "cas needs an expectation");
+    let (code, _, err) = cli(e, &["txn"], Some("{not json"));
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli("127.0.0.1:1", &["get", "x", "--timeout-ms", "2000"], None);
+    assert_eq!(code, 1, "{err}");
+}
+
+#[tokio::test]
 async fn membership_add_learner_promote_remove_live() {
     let mut cluster = Cluster::start("members", 3, 1, &[]);
     let client = cluster.client();
