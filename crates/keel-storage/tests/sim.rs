@@ -381,3 +381,57 @@ fn snapshot_install_streams_in_chunks_and_is_verified() {
     let names = keel_storage::Io::list_dir(&io, &Path::new(DIR).join("snap")).unwrap();
     assert_eq!(names, vec![format!("{:016x}-{:016x}.snap", 80, 3)]);
 }
+
+#[test]
+fn misdirected_writes_are_refused_or_harmless_never_served() {
+    let (mut refused, mut opened) = (0, 0);
+    for seed in 0..seeds(150) {
+        let io = SimIo::new(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (mut st, _) = Storage::open(io.clone(), Path::new(DIR), options()).unwrap();
+        io.set_faults(SimFaults {
+            misdirected_write_ppm: 30_000,
+            ..SimFaults::default()
+        });
+        let mut written: BTreeMap<u64, Entry> = BTreeMap::new();
+        for _ in 0..40 {
+            for _ in 0..rng.gen_range(1..4) {
+                let e = Entry {
+                    index: st.wal.last_index() + 1,
+                    term: 3,
+                    payload: payload(&mut rng),
+                };
+                st.wal.append(std::slice::from_ref(&e)).unwrap();
+                written.insert(e.index, e);
+            }
+            st.wal.sync().unwrap();
+        }
+        drop(st);
+        io.set_faults(SimFaults::default());
+        io.crash();
+        match Storage::open(io.clone(), Path::new(DIR), options()) {
+            Err(Error::Corrupt { .. }) => refused += 1,
+            Err(e) => panic!("seed {seed}: unexpected {e}"),
+            Ok((st, _)) => {
+                opened += 1;
+                for i in st.wal.first_index()..=st.wal.last_index() {
+                    // A read either returns exactly what was written or reports damage.
+                    match st.wal.entry(i) {
+                        Ok(Some(e)) => assert_eq!(
+                            Some(&e),
+                            written.get(&i),
+                            "seed {seed}: corrupted entry {i} served"
+                        ),
+                        Ok(None) => panic!("seed {seed}: hole at {i}"),
+                        Err(Error::Corrupt { .. }) => {}
+                        Err(e) => panic!("seed {seed}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        refused > 0 && opened > 0,
+        "refused {refused} opened {opened}"
+    );
+}
