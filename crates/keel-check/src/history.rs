@@ -97,6 +97,32 @@ impl History {
         self.events.is_empty()
     }
 
+    /// Writes the history in Keel's JSON-lines format (docs/history-format.md), one event per
+    /// line; `keel check` reads it back.
+    pub fn to_keel_jsonl(&self) -> String {
+        let mut out = String::with_capacity(self.events.len() * 80);
+        for event in &self.events {
+            let mut object = serde_json::Map::new();
+            let process = match &event.process {
+                Process::Client(p) => serde_json::Value::from(*p),
+                Process::Named(n) => serde_json::Value::String(n.clone()),
+            };
+            object.insert("process".into(), process);
+            object.insert("type".into(), event.kind.name().into());
+            object.insert("f".into(), event.f.clone().into());
+            if let Some(key) = &event.key {
+                object.insert("key".into(), key.to_json());
+            }
+            object.insert("value".into(), event.value.to_json());
+            if let Some(time_ns) = event.time_ns {
+                object.insert("time".into(), time_ns.into());
+            }
+            out.push_str(&serde_json::Value::Object(object).to_string());
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn push(&mut self, event: Event) {
         assert!(
             self.events.len() < HISTORY_EVENTS_MAX,

@@ -25,7 +25,8 @@
 //! ```
 //!
 //! - [`History`] is a list of [`Event`]s in real-time order (position = time). Build it with
-//!   [`HistoryBuilder`] or parse a file with [`parse_history`].
+//!   [`HistoryBuilder`] or parse a file with [`parse_history`]; write it for `keel check`
+//!   with [`History::to_keel_jsonl`].
 //! - [`check`] returns a [`Report`]: the [`Verdict`], one [`PartitionReport`] per key, and for
 //!   each violation an [`Explanation`] (longest linearizable prefix, the operation that cannot
 //!   be ordered, why each pending operation cannot come next). Errors are structural

@@ -166,3 +166,27 @@ fn detection() {
         Format::JepsenLog
     );
 }
+
+#[test]
+fn keel_json_round_trips_generated_histories() {
+    use keel_check::gen::{self, Flavor, GenConfig};
+    let config = GenConfig {
+        flavor: Flavor::Kv,
+        keys: 3,
+        ops: 200,
+        append_percent: 20,
+        ..GenConfig::default()
+    };
+    let history = gen::linearizable(&config);
+    let text = history.to_keel_jsonl();
+    let (parsed, format) = parse_history(&text, None).expect("parses");
+    assert_eq!(format, Format::Keel);
+    assert_eq!(parsed.len(), history.len());
+    for (index, (a, b)) in history.events.iter().zip(&parsed.events).enumerate() {
+        assert_eq!(b.line as usize, index + 1);
+        assert_eq!(
+            (&a.process, a.kind, &a.f, &a.key, &a.value, a.time_ns),
+            (&b.process, b.kind, &b.f, &b.key, &b.value, b.time_ns)
+        );
+    }
+}
