@@ -5,6 +5,7 @@
 //! error, the request's retry safety and the last seen term ([`decide`]), documented in
 //! docs/client-retries.md.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -176,16 +177,26 @@ impl State {
         self.endpoints[self.cursor].clone()
     }
 
-    /// The endpoint after `current` in the list (wrapping), and forget it as leader.
-    fn rotate_from(&mut self, current: &str) -> String {
+    /// The endpoint after `current` in the list (wrapping), skipping those in `avoid` unless
+    /// all are; forgets `current` as leader.
+    fn rotate_from(&mut self, current: &str, avoid: &BTreeMap<String, u64>) -> String {
         if self.leader.as_deref() == Some(current) {
             self.leader = None;
         }
+        let count = self.endpoints.len();
         let position = self.endpoints.iter().position(|e| e == current);
-        self.cursor = match position {
-            Some(index) => (index + 1) % self.endpoints.len(),
-            None => self.cursor,
-        };
+        let start = position.map_or(self.cursor, |index| index + 1);
+        // Another endpoint that has not failed; else this one again if it answers at all
+        // (better than one known to be down); else simply the next.
+        let pick = (0..count)
+            .map(|step| (start + step) % count)
+            .find(|&index| {
+                let endpoint = &self.endpoints[index];
+                endpoint != current && !avoid.contains_key(endpoint)
+            })
+            .or(position.filter(|_| !avoid.contains_key(current)))
+            .unwrap_or(start % count);
+        self.cursor = pick;
         assert!(self.cursor < self.endpoints.len());
         self.endpoints[self.cursor].clone()
     }
@@ -308,6 +319,11 @@ impl Client {
         let mut attempts: u32 = 0;
         let mut redirects: u32 = 0;
         let mut retries: u32 = 0;
+        // Endpoints that did not answer during this call, with the term the client knew then.
+        // Followers keep naming a crashed leader until their election timeout passes; a hint
+        // to an endpoint that already failed at that term is not followed again (else the call
+        // would bounce between a follower and the dead node without backing off).
+        let mut unreachable: BTreeMap<String, u64> = BTreeMap::new();
         loop {
             attempts += 1;
             self.lock().stats.attempts += 1;
@@ -341,7 +357,24 @@ impl Client {
                 before
             };
             let timed_out_at_deadline = Instant::now() >= deadline;
-            let next = decide(error.clone(), request.safety, term_seen_before, header_term);
+            if matches!(error, Error::Transport { .. }) && unreachable.len() < ENDPOINTS_MAX {
+                unreachable.insert(endpoint.clone(), self.term_seen());
+            }
+            let next = match decide(error.clone(), request.safety, term_seen_before, header_term) {
+                Next::Redirect {
+                    endpoint: hinted,
+                    term,
+                } if unreachable
+                    .get(&hinted)
+                    .is_some_and(|&failed| term <= failed) =>
+                {
+                    Next::Retry {
+                        target: Target::Other,
+                        delay_floor_ms: 0,
+                    }
+                }
+                next => next,
+            };
             match next {
                 Next::Surface(error) => return Err(error),
                 _ if request.pinned.is_some() => return Err(error),
@@ -395,10 +428,10 @@ impl Client {
                         let delay_ms = state.backoff.delay_ms(retries).max(delay_floor_ms);
                         endpoint = match target {
                             Target::Same => endpoint.clone(),
-                            Target::Other => state.rotate_from(&endpoint),
+                            Target::Other => state.rotate_from(&endpoint, &unreachable),
                             Target::Leader => match state.leader.clone() {
                                 Some(leader) if leader != endpoint => leader,
-                                _ => state.rotate_from(&endpoint),
+                                _ => state.rotate_from(&endpoint, &unreachable),
                             },
                         };
                         delay_ms

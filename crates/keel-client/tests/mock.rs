@@ -202,6 +202,34 @@ async fn current_not_leader_hint_is_followed_without_backoff_budget() {
 }
 
 #[tokio::test]
+async fn hint_to_an_unreachable_leader_is_not_followed_twice() {
+    // The old leader D is dead; follower B keeps naming it (same term) until it wins the
+    // election itself on its 4th answer.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let dead_addr = dead.clone();
+    let b = mock(move |_, nth| {
+        if nth < 3 {
+            not_leader(2, &dead_addr)
+        } else {
+            put_ok(3, 9)
+        }
+    })
+    .await;
+    let mut config = config(&[&b.addr]);
+    config.attempts_max = 6;
+    let client = Client::new(config).unwrap();
+    let put = client.put("k", "v", WriteOptions::default()).await.unwrap();
+    assert_eq!(put.revision, 9);
+    let stats = client.stats();
+    assert_eq!(stats.redirects, 1, "the dead leader was only tried once");
+    assert_eq!(stats.attempts, 5, "B, D (refused), then B three more times");
+    assert_eq!(client.term_seen(), 3);
+}
+
+#[tokio::test]
 async fn retry_budget_exhaustion_stops_retries() {
     let a = mock(|_, _| {
         err(

@@ -670,6 +670,9 @@ async fn mutant_no_session_dedup_is_caught() {
     eprintln!("mutant caught: {}", verdict.unwrap_err());
 }
 
+/// (method, path, body, acceptable statuses, what).
+type BadCase = (&'static str, String, Vec<u8>, &'static [u16], &'static str);
+
 #[tokio::test]
 async fn bad_requests_get_clear_4xx_codes_and_the_cluster_is_unaffected() {
     let mut cluster = Cluster::start("badreq", 3, 0, &[]);
@@ -679,7 +682,7 @@ async fn bad_requests_get_clear_4xx_codes_and_the_cluster_is_unaffected() {
     client.put("good", "1", write_options()).await.unwrap();
 
     let long_key = "k".repeat(5000);
-    let cases: Vec<(&str, String, Vec<u8>, &[u16], &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "PUT",
             format!("/v1/kv/{long_key}"),
@@ -770,7 +773,16 @@ async fn failover_time_over_kills() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let mut cluster = Cluster::start("failover-time", 3, 0, &[]);
-    let client = cluster.client();
+    // Measures the cluster, not the client's backoff: retry every 10-50 ms, with a budget that
+    // does not run dry (each failover spends several retries while no leader exists).
+    let mut config = ClientConfig::new(&cluster.endpoints());
+    config.backoff_base_ms = 10;
+    config.backoff_max_ms = 50;
+    config.attempt_timeout_ms = 1_000;
+    config.retry_reserve_tokens = 10_000;
+    config.retry_tokens_max = 10_000;
+    config.attempts_max = 1_000;
+    let client = Client::new(config).unwrap();
     let started = Instant::now();
     cluster.wait_leader(&client).await;
     eprintln!("startup to leader: {} ms", started.elapsed().as_millis());
