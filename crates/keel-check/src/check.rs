@@ -333,6 +333,9 @@ fn prepare(
                 }
                 let (sops, kept) = prune_unobserved_info_writes(sops, search_ids);
                 search_ids = kept;
+                reg.lazy_info = !sops
+                    .iter()
+                    .any(|s| matches!(s.input.1, RegInput::Append(_)));
                 if keyed {
                     let key_values = key_list(&keys);
                     Prepared::KeyedRegister(

@@ -67,6 +67,16 @@ pub(crate) trait SeqModel {
     /// read), or a blind write of a value no operation ever requires, done in a state that
     /// already holds such a value. The search then takes it greedily (see search.rs).
     fn commutes_to_front(&self, input: &Self::Input) -> bool;
+    /// For models where every operation either requires one specific value or blindly sets
+    /// one: the value an `info` operation would set (so the search may delay it until an
+    /// operation requiring that value is pending), else `None`.
+    fn produces(&self, _input: &Self::Input) -> Option<u64> {
+        None
+    }
+    /// The value an operation requires to be legal (a read's result, a cas's expected value).
+    fn requires(&self, _input: &Self::Input) -> Option<u64> {
+        None
+    }
     /// Approximate heap bytes a state owns, for the memory budget.
     fn state_heap_bytes(&self, state: &Self::State) -> usize;
 }
@@ -128,6 +138,9 @@ pub(crate) struct RegisterModel {
     initial: u32,
     /// kv semantics: values are text, append concatenates.
     text: bool,
+    /// Info writes may be delayed until an operation needing their value is pending (set by
+    /// `check` for partitions without appends; see `SeqModel::produces`).
+    pub lazy_info: bool,
 }
 
 impl RegisterModel {
@@ -144,6 +157,7 @@ impl RegisterModel {
             interner,
             initial,
             text,
+            lazy_info: false,
         }
     }
 
@@ -219,6 +233,20 @@ impl SeqModel for RegisterModel {
                 text.push_str(&self.interner.value(suffix).to_text());
                 Some(self.interner.id(&Value::Str(text)))
             }
+        }
+    }
+
+    fn produces(&self, input: &RegInput) -> Option<u64> {
+        match *input {
+            RegInput::Write(v) | RegInput::Cas(_, v) if self.lazy_info => Some(v as u64),
+            _ => None,
+        }
+    }
+
+    fn requires(&self, input: &RegInput) -> Option<u64> {
+        match *input {
+            RegInput::Read(v) | RegInput::Cas(v, _) if self.lazy_info => Some(v as u64),
+            _ => None,
         }
     }
 
@@ -313,6 +341,14 @@ impl<M: SeqModel> SeqModel for Keyed<M> {
 
     fn commutes_to_front(&self, (_, input): &Self::Input) -> bool {
         self.inner.commutes_to_front(input)
+    }
+
+    fn produces(&self, (key, input): &Self::Input) -> Option<u64> {
+        self.inner.produces(input).map(|v| (*key as u64) << 32 | v)
+    }
+
+    fn requires(&self, (key, input): &Self::Input) -> Option<u64> {
+        self.inner.requires(input).map(|v| (*key as u64) << 32 | v)
     }
 
     fn show(&self, state: &Self::State) -> String {

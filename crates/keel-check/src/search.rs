@@ -159,7 +159,10 @@ pub(crate) fn search<M: SeqModel>(
             }
         }
         let op = entry >> 1;
-        if entry & 1 == 0 {
+        if entry & 1 == 0 && !forced && delay_info(model, ops, &next, head, op) {
+            // An info write nobody pending needs yet: try it later (see `delay_info`).
+            entry = next[entry as usize];
+        } else if entry & 1 == 0 {
             // A call: try to linearize it now.
             if let Some(new_state) = model.step(&state, &ops[op as usize].input) {
                 let word = (op / 64) as usize;
@@ -254,6 +257,37 @@ pub(crate) fn search<M: SeqModel>(
         .fetch_sub(memory_published, Ordering::Relaxed);
     let order = calls.iter().map(|(op, _, _)| *op).collect();
     (Outcome::Linearizable { order }, stats(steps, &cache))
+}
+
+/// Lazy info writes. For register models every operation either requires one value (read,
+/// cas) or blindly sets one (write, cas). Take any linearization in which an `info`
+/// operation W setting v is placed: the next state-relevant operation after W either
+/// overwrites v (then W can be dropped: info operations may never happen) or requires v (then
+/// it directly follows W, and since W has no return entry, it is a candidate whenever W is).
+/// So W needs to be tried only while some other candidate requires v.
+fn delay_info<M: SeqModel>(
+    model: &M,
+    ops: &[SearchOp<M::Input>],
+    next: &[u32],
+    head: u32,
+    op: u32,
+) -> bool {
+    let this = &ops[op as usize];
+    if this.return_at.is_some() {
+        return false;
+    }
+    let Some(produced) = model.produces(&this.input) else {
+        return false;
+    };
+    let mut candidate = next[head as usize];
+    while candidate != NIL && candidate & 1 == 0 {
+        let other = candidate >> 1;
+        if other != op && model.requires(&ops[other as usize].input) == Some(produced) {
+            return false;
+        }
+        candidate = next[candidate as usize];
+    }
+    true
 }
 
 fn remove(next: &mut [u32], prev: &mut [u32], entry: u32) {
