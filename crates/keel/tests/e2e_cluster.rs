@@ -900,3 +900,43 @@ async fn demo_prints_endpoints_and_its_children_die_with_it() {
     let _ = std::fs::remove_dir_all(&data_dir);
     assert!(closed, "children outlived a SIGKILLed demo");
 }
+
+#[tokio::test]
+async fn demo_tour_performs_every_step() {
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["demo", "--election-timeout-ms", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("Ctrl-C stops every node");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let pid = rustix::process::Pid::from_raw(demo.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = demo.wait().unwrap();
+    let text = seen.join("\n");
+    for step in [
+        "  1. put",
+        "  2. the leader is node",
+        "  3. kill -9 node",
+        "  4. node",
+        "  5. get",
+    ] {
+        assert!(text.contains(step), "missing {step:?} in:\n{text}");
+    }
+    assert!(text.contains("\"hello from keel\""), "{text}");
+    assert!(
+        text.contains("  6. restarted node") && text.contains("caught up"),
+        "{text}"
+    );
+    assert!(status.success(), "demo exit: {status}");
+}
