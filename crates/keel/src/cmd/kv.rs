@@ -1,7 +1,9 @@
 //! `keel put|get|del|cas|txn|range`: key-value requests against a running cluster.
 //!
 //! Exit codes: 0 ok (a failed compare in `cas`/`txn` is an answer, not a failure: it prints
-//! `succeeded=false`), 1 the request failed, 2 usage.
+//! `succeeded=false`; `get` of an absent key prints `(key not found)`), 1 the request failed,
+//! 2 usage. Writes from the CLI carry no session (one request per process): a write whose
+//! answer is lost is reported as OUTCOME_UNKNOWN, never resent.
 
 use std::io::Read;
 
