@@ -231,7 +231,7 @@ fn timeline(
         let _ = write!(
             out,
             "<line x1=\"{tx:.1}\" y1=\"18\" x2=\"{tx:.1}\" y2=\"{height}\" class=\"grid\"/><text x=\"{tx:.1}\" y=\"12\" class=\"tick\">{}</text>",
-            format_tick(v - start, monotone)
+            format_tick(if monotone { v - start } else { v }, monotone)
         );
     }
     for (i, p) in processes.iter().enumerate() {
