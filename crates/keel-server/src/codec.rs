@@ -6,8 +6,14 @@
 //! All integers are little-endian fixed width; byte strings are a u32 length then the bytes.
 //! Every decoder returns an error on bad input, never panics.
 
-use keel_core::{EntryKind, Membership, NodeId, SnapshotMeta, Stamp};
-use std::collections::{BTreeMap, BTreeSet};
+use keel_core::NodeId;
+use std::collections::BTreeMap;
+
+// The WAL payload of an entry and the snapshot metadata are keel-persist's (shared with the
+// simulator, so every simulated seed runs the same encoding).
+pub use keel_persist::codec::{
+    decode_entry_payload, decode_snapshot_meta, encode_entry_payload, encode_snapshot_meta,
+};
 
 /// Version byte that starts every encoding below.
 pub const ENCODING_VERSION: u8 = 1;
@@ -63,12 +69,6 @@ impl Writer {
         self.0.extend_from_slice(&len.to_le_bytes());
         self.0.extend_from_slice(b);
     }
-    fn ids(&mut self, ids: &BTreeSet<NodeId>) {
-        self.u64(ids.len() as u64);
-        for id in ids {
-            self.u64(*id);
-        }
-    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -101,17 +101,6 @@ impl<'a> Reader<'a> {
         }
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
     }
-    fn ids(&mut self) -> Result<BTreeSet<NodeId>, DecodeError> {
-        let n = self.u64()?;
-        if n > MEMBERS_MAX as u64 {
-            return Err(DecodeError("too many members"));
-        }
-        let mut out = BTreeSet::new();
-        for _ in 0..n {
-            out.insert(self.u64()?);
-        }
-        Ok(out)
-    }
     fn version(&mut self) -> Result<(), DecodeError> {
         if self.u8()? != ENCODING_VERSION {
             return Err(DecodeError("unknown encoding version"));
@@ -124,60 +113,6 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
-}
-
-fn write_membership(w: &mut Writer, m: &Membership) {
-    w.ids(&m.voters);
-    w.ids(&m.voters_outgoing);
-    w.ids(&m.learners);
-}
-
-fn read_membership(r: &mut Reader<'_>) -> Result<Membership, DecodeError> {
-    let m = Membership {
-        voters: r.ids()?,
-        voters_outgoing: r.ids()?,
-        learners: r.ids()?,
-    };
-    m.validate()
-        .map_err(|_| DecodeError("invalid membership"))?;
-    Ok(m)
-}
-
-/// Encodes a core entry's stamp and kind as the WAL payload (index and term live in the WAL).
-pub fn encode_entry_payload(stamp: Stamp, kind: &EntryKind) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(32));
-    w.u8(ENCODING_VERSION);
-    w.u64(stamp.earliest_ms);
-    w.u64(stamp.latest_ms);
-    match kind {
-        EntryKind::Noop => w.u8(0),
-        EntryKind::Normal(data) => {
-            w.u8(1);
-            w.bytes(data);
-        }
-        EntryKind::Config(m) => {
-            w.u8(2);
-            write_membership(&mut w, m);
-        }
-    }
-    w.0
-}
-
-pub fn decode_entry_payload(bytes: &[u8]) -> Result<(Stamp, EntryKind), DecodeError> {
-    let mut r = Reader(bytes);
-    r.version()?;
-    let stamp = Stamp {
-        earliest_ms: r.u64()?,
-        latest_ms: r.u64()?,
-    };
-    let kind = match r.u8()? {
-        0 => EntryKind::Noop,
-        1 => EntryKind::Normal(r.bytes()?.to_vec()),
-        2 => EntryKind::Config(read_membership(&mut r)?),
-        _ => return Err(DecodeError("unknown entry kind")),
-    };
-    r.finish()?;
-    Ok((stamp, kind))
 }
 
 impl Envelope {
@@ -259,59 +194,9 @@ pub fn decode_snapshot_data(bytes: &[u8]) -> Result<(&[u8], AddressBook), Decode
     Ok((kv, book))
 }
 
-/// The core's snapshot metadata, stored as the storage snapshot's opaque metadata.
-pub fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(64 + meta.session_table.len()));
-    w.u8(ENCODING_VERSION);
-    w.u64(meta.index);
-    w.u64(meta.term);
-    write_membership(&mut w, &meta.membership);
-    w.u64(meta.config_version);
-    w.u64(meta.last_stamp.earliest_ms);
-    w.u64(meta.last_stamp.latest_ms);
-    w.bytes(&meta.session_table);
-    w.0
-}
-
-pub fn decode_snapshot_meta(bytes: &[u8]) -> Result<SnapshotMeta, DecodeError> {
-    let mut r = Reader(bytes);
-    r.version()?;
-    let meta = SnapshotMeta {
-        index: r.u64()?,
-        term: r.u64()?,
-        membership: read_membership(&mut r)?,
-        config_version: r.u64()?,
-        last_stamp: Stamp {
-            earliest_ms: r.u64()?,
-            latest_ms: r.u64()?,
-        },
-        session_table: r.bytes()?.to_vec(),
-    };
-    r.finish()?;
-    Ok(meta)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entry_payload_round_trips_and_rejects_garbage() {
-        let stamp = Stamp {
-            earliest_ms: 5,
-            latest_ms: 15,
-        };
-        for kind in [
-            EntryKind::Noop,
-            EntryKind::Normal(b"abc".to_vec()),
-            EntryKind::Config(Membership::new([1, 2, 3])),
-        ] {
-            let bytes = encode_entry_payload(stamp, &kind);
-            assert_eq!(decode_entry_payload(&bytes).unwrap(), (stamp, kind));
-            assert!(decode_entry_payload(&bytes[..bytes.len() - 1]).is_err());
-        }
-        assert!(decode_entry_payload(&[9, 9, 9]).is_err());
-    }
 
     #[test]
     fn envelope_and_snapshot_round_trip() {
@@ -335,20 +220,5 @@ mod tests {
         let data = encode_snapshot_data(b"kv", &book);
         let (kv, back) = decode_snapshot_data(&data).unwrap();
         assert_eq!((kv, back), (&b"kv"[..], book));
-        let meta = SnapshotMeta {
-            index: 7,
-            term: 2,
-            membership: Membership::new([1]),
-            config_version: 3,
-            last_stamp: Stamp {
-                earliest_ms: 1,
-                latest_ms: 2,
-            },
-            session_table: vec![1, 2],
-        };
-        assert_eq!(
-            decode_snapshot_meta(&encode_snapshot_meta(&meta)).unwrap(),
-            meta
-        );
     }
 }

@@ -7,96 +7,20 @@
 //! to the WAL; then one sync; then the final hard state (its commit index may only name
 //! durable entries); then compaction. `persisted(id)` is reported only after all of it.
 
-use crate::codec::{
-    decode_entry_payload, decode_snapshot_meta, encode_entry_payload, encode_snapshot_meta,
-};
-use keel_core::{Entry, HardState, Restored, Snapshot, Write};
+use keel_core::Write;
 use keel_storage::{RealIo, Storage, StorageOptions};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most payload bytes read per WAL read during recovery.
-const RECOVERY_READ_BYTES_MAX: usize = 8 << 20;
 /// Most write batches merged into one sync.
 pub const BATCHES_PER_SYNC_MAX: usize = 256;
 
-pub struct Recovery {
-    pub restored: Restored,
-    /// The full latest snapshot (data included), if any.
-    pub snapshot: Option<Snapshot>,
-    pub repairs: Vec<String>,
-}
+/// Recovery of a data directory: keel-persist's, shared with the simulator.
+pub use keel_persist::Recovery;
 
 /// Opens and recovers the data directory.
 pub fn open(dir: &Path) -> anyhow::Result<(Storage<RealIo>, Recovery)> {
-    let (storage, recovered) = Storage::open(RealIo, dir, StorageOptions::default())
-        .map_err(|e| anyhow::anyhow!("opening data directory {}: {e}", dir.display()))?;
-    let mut snapshot = None;
-    if let Some(meta) = &recovered.snapshot {
-        let core_meta = decode_snapshot_meta(&meta.metadata)
-            .map_err(|e| anyhow::anyhow!("snapshot metadata at index {}: {e}", meta.index))?;
-        let mut reader = storage
-            .snapshots
-            .reader()
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .ok_or_else(|| anyhow::anyhow!("snapshot listed but not readable"))?;
-        let mut data = Vec::with_capacity(meta.data_bytes as usize);
-        while let Some((_, chunk)) = reader
-            .next_chunk(4 << 20)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-        {
-            data.extend_from_slice(&chunk);
-        }
-        anyhow::ensure!(
-            data.len() as u64 == meta.data_bytes,
-            "snapshot data is short"
-        );
-        snapshot = Some(Snapshot {
-            meta: core_meta,
-            data,
-        });
-    }
-    let snap_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
-    let mut entries = Vec::new();
-    let mut lo = storage.wal.first_index().max(snap_index + 1);
-    let end = storage.wal.last_index() + 1;
-    while lo < end {
-        let batch = storage
-            .wal
-            .entries(lo, end, RECOVERY_READ_BYTES_MAX)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        anyhow::ensure!(!batch.is_empty(), "WAL returned no entries for {lo}..{end}");
-        for e in batch {
-            let (stamp, kind) = decode_entry_payload(&e.payload)
-                .map_err(|err| anyhow::anyhow!("WAL entry {}: {err}", e.index))?;
-            anyhow::ensure!(e.index == lo, "WAL entries are not contiguous at {lo}");
-            entries.push(Entry {
-                index: e.index,
-                term: e.term,
-                stamp,
-                kind,
-            });
-            lo += 1;
-        }
-    }
-    let hs = &recovered.hard_state;
-    let restored = Restored {
-        hard_state: HardState {
-            term: hs.term,
-            vote: hs.vote,
-            commit: hs.commit,
-        },
-        snapshot: snapshot.as_ref().map(|s| s.meta.clone()),
-        entries,
-    };
-    Ok((
-        storage,
-        Recovery {
-            restored,
-            snapshot,
-            repairs: recovered.repairs,
-        },
-    ))
+    keel_persist::open(RealIo, dir, StorageOptions::default()).map_err(|e| anyhow::anyhow!(e))
 }
 
 pub enum Job {
@@ -170,79 +94,8 @@ fn run(mut storage: Storage<RealIo>, mut jobs: mpsc::Receiver<Job>, done: mpsc::
     }
 }
 
+/// One batch: term and vote first, the log, ONE sync, the final hard state, compaction
+/// (keel-persist's order, the same code the simulator runs).
 fn write_batch(st: &mut Storage<RealIo>, writes: &[Write]) -> keel_storage::Result<()> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let stored = st.hard_state.get().clone();
-    // 1. A term/vote change is made durable before anything that depends on it.
-    let last_hs = writes.iter().rev().find_map(|w| w.hard_state);
-    if let Some(hs) = last_hs {
-        if hs.term != stored.term || hs.vote != stored.vote {
-            let early = keel_storage::HardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit: stored.commit,
-                extra: Vec::new(),
-            };
-            st.hard_state.save(&early)?;
-        }
-    }
-    // 2. The log.
-    let mut compact_to = 0u64;
-    for w in writes {
-        if let Some(s) = &w.snapshot {
-            let newer = st.snapshots.latest().is_none_or(|l| s.meta.index > l.index);
-            if newer {
-                st.snapshots.save(
-                    s.meta.index,
-                    s.meta.term,
-                    &encode_snapshot_meta(&s.meta),
-                    &s.data,
-                )?;
-            }
-            let idx = s.meta.index;
-            if st.wal.term(idx) != Some(s.meta.term) {
-                // An installed snapshot that does not match the log replaces it.
-                if st.wal.last_index() > idx && idx + 1 >= st.wal.first_index() {
-                    st.wal.truncate_suffix(idx + 1)?;
-                }
-                st.wal.purge_prefix(idx + 1)?;
-            }
-        }
-        if let Some(t) = w.truncate_from {
-            if t <= st.wal.last_index() && t >= st.wal.first_index() {
-                st.wal.truncate_suffix(t)?;
-            }
-        }
-        for e in &w.entries {
-            if e.index <= st.wal.last_index() && e.index >= st.wal.first_index() {
-                st.wal.truncate_suffix(e.index)?;
-            }
-            st.wal
-                .append_one(e.index, e.term, &encode_entry_payload(e.stamp, &e.kind))?;
-        }
-        if let Some(c) = w.compact_to {
-            compact_to = compact_to.max(c);
-        }
-    }
-    st.wal.sync()?;
-    // 3. The commit index (and anything else) once the entries it names are durable.
-    if let Some(hs) = last_hs {
-        let now = st.hard_state.get().clone();
-        if hs.term != now.term || hs.vote != now.vote || hs.commit != now.commit {
-            st.hard_state.save(&keel_storage::HardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit: hs.commit,
-                extra: Vec::new(),
-            })?;
-        }
-    }
-    // 4. Compaction, covered by a durable snapshot.
-    let snap_index = st.snapshots.latest().map_or(0, |s| s.index);
-    if compact_to > 0 && compact_to <= snap_index && compact_to < st.wal.last_index() {
-        st.wal.purge_prefix(compact_to + 1)?;
-    }
-    Ok(())
+    keel_persist::write_batch(st, writes)
 }
