@@ -81,6 +81,7 @@ def main():
             put_until_ok("warm", str(k))
             procs[l].send_signal(signal.SIGKILL)
             t = time.monotonic()
+            print(f"kill node {l+1} at {time.strftime('%H:%M:%S', time.gmtime())}.{int(time.time()*1000)%1000:03d}", flush=True)
             procs[l].wait()
             procs[l] = None
             acked = put_until_ok("f", str(k))

@@ -171,6 +171,7 @@ pub struct Runtime {
     last_applied_stamp: Option<Stamp>,
     last_commit: Index,
     last_leader: Option<NodeId>,
+    last_role: Role,
     became_leader_mono_ms: u64,
     shutdown: Option<(u64, oneshot::Sender<()>)>,
     transfer_sent: bool,
@@ -214,6 +215,7 @@ impl Runtime {
             last_applied_stamp,
             last_commit,
             last_leader: None,
+            last_role: Role::Follower,
             became_leader_mono_ms: 0,
             shutdown: None,
             transfer_sent: false,
@@ -882,6 +884,16 @@ impl Runtime {
             );
         }
         self.last_commit = commit;
+        if self.node.role() != self.last_role {
+            tracing::info!(
+                node = self.cfg.id,
+                term = self.node.term(),
+                from = self.last_role.name(),
+                to = self.node.role().name(),
+                "role changed"
+            );
+            self.last_role = self.node.role();
+        }
         if self.node.leader() != self.last_leader {
             if self.node.leader().is_some() {
                 self.shared.metrics.leader_changes_total.inc();

@@ -104,9 +104,15 @@ async fn dial_lane(
 ) {
     let mut backoff_ms = BACKOFF_MIN_MS;
     let mut refusals_logged = 0u32;
+    // Drain only after a failed attempt: never the message that opened the lane (e.g. the
+    // first pre-vote between two followers), nor those queued while a live connection broke.
+    let mut drain = false;
     loop {
-        // Whatever queued while disconnected is stale: Raft will resend what matters.
-        while rx.try_recv().is_ok() {}
+        if drain {
+            // Whatever queued while the peer was unreachable is stale: Raft resends it.
+            while rx.try_recv().is_ok() {}
+        }
+        drain = true;
         let Some(addr) = shared.peer_addr(to) else {
             tokio::time::sleep(Duration::from_millis(BACKOFF_MAX_MS)).await;
             continue;
@@ -117,12 +123,24 @@ async fn dial_lane(
                 refusals_logged = 0;
                 tracing::debug!(peer = to, lane, %addr, "connected");
                 loop {
-                    let Some(frame) = rx.recv().await else { return };
-                    if let Err(e) = framed.send(frame).await {
-                        tracing::debug!(peer = to, lane, %e, "peer connection lost");
-                        break;
+                    // The listener never writes after the handshake: anything readable means
+                    // the peer closed (or restarted): reconnect before writing into a dead socket.
+                    tokio::select! {
+                        frame = rx.recv() => {
+                            let Some(frame) = frame else { return };
+                            if let Err(e) = framed.send(frame).await {
+                                tracing::debug!(peer = to, lane, %e, "peer connection lost");
+                                break;
+                            }
+                        }
+                        _ = framed.next() => {
+                            tracing::debug!(peer = to, lane, "peer closed the connection");
+                            break;
+                        }
                     }
                 }
+                drain = false;
+                continue;
             }
             Err(ConnectError::Refused(reason)) => {
                 if refusals_logged < 3 {
