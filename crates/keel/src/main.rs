@@ -51,8 +51,28 @@ enum Command {
     Storage(cmd::storage::Args),
 }
 
+/// Exit code for a command-line usage error. `keel check` reserves 2 for an `unknown` verdict,
+/// so its usage errors are 3; every other subcommand uses the conventional 2.
+fn usage_error_code() -> i32 {
+    match std::env::args().nth(1).as_deref() {
+        Some("check") => 3,
+        _ => 2,
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                usage_error_code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     let code = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Demo(args) => cmd::demo::run(args),

@@ -35,6 +35,10 @@ fn usage_errors_exit_2() {
     assert_eq!(keel(&["sim", "--seeds", "x"]).0, 2);
     assert_eq!(keel(&["sim", "--nodes", "9"]).0, 2);
     assert_eq!(keel(&["sim", "--mutant", "no-such-bug"]).0, 2);
+    assert_eq!(keel(&["sim", "--no-such-flag"]).0, 2);
+    // `keel check` keeps 2 for an `unknown` verdict: its usage errors are 3.
+    assert_eq!(keel(&["check", "--no-such-flag"]).0, 3);
+    assert_eq!(keel(&["sim", "--help"]).0, 0);
 }
 
 #[cfg(feature = "mutants")]
