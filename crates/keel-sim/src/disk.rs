@@ -25,7 +25,10 @@ pub struct Disk {
 
 impl Disk {
     pub fn new(seed: u64, id: u64, latency_us: (u64, u64)) -> Disk {
+        // Crashes keep a random prefix of unsynced writes, tear the last one, and flip bits in
+        // what they keep: recovery must cut all of it as an unsynced tail.
         let faults = SimFaults {
+            crash_unsynced_bit_flip_ppm: 300_000,
             sync_latency_us_min: 0,
             sync_latency_us_max: 0,
             write_latency_us_per_kib: 0,
