@@ -51,6 +51,7 @@ pub struct Metrics {
     pub commit_index_regressions_total: Counter,
     pub snapshot_install_failures_total: Counter,
     pub snapshots_created_total: Counter,
+    pub snapshots_installed_total: Counter,
     pub invariant_violations_total: Counter,
     pub clock_discontinuities_total: Counter,
     pub peer_messages_dropped_total: Counter,
@@ -76,6 +77,7 @@ impl Metrics {
             commit_index_regressions_total: Counter::default(),
             snapshot_install_failures_total: Counter::default(),
             snapshots_created_total: Counter::default(),
+            snapshots_installed_total: Counter::default(),
             invariant_violations_total: Counter::default(),
             clock_discontinuities_total: Counter::default(),
             peer_messages_dropped_total: Counter::default(),
@@ -136,6 +138,11 @@ impl Metrics {
             "snapshots_created",
             "State-machine snapshots taken",
             m.snapshots_created_total.clone(),
+        );
+        registry.register(
+            "snapshots_installed",
+            "Snapshots received from a leader and installed",
+            m.snapshots_installed_total.clone(),
         );
         registry.register(
             "invariant_violations",

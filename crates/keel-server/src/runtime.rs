@@ -858,7 +858,8 @@ impl Runtime {
                 "configuration committed"
             ),
             Note::SnapshotInstalled { index, term } => {
-                tracing::info!(index, term, "snapshot installed")
+                self.shared.metrics.snapshots_installed_total.inc();
+                tracing::info!(index, term, "snapshot installed");
             }
             Note::SnapshotInstallFailed { reason } => {
                 self.shared.metrics.snapshot_install_failures_total.inc();

@@ -155,6 +155,19 @@ async fn three_nodes_elect_write_fail_over_and_catch_up() {
         assert_eq!(code, 200);
         assert_eq!(body["kv"]["value"], v.as_str(), "restarted node misses {k}");
     }
+    let restarted = c
+        .http
+        .get(c.url(leader, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !restarted.contains("keel_snapshots_installed_total 0"),
+        "the restarted node should have caught up by snapshot: {restarted}"
+    );
     let metrics = c
         .http
         .get(c.url(new_leader, "/metrics"))
