@@ -23,21 +23,22 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-struct Writer(Vec<u8>);
+/// Little-endian byte writer shared by Keel's encodings.
+pub struct Writer(pub Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u64(&mut self, v: u64) {
+    pub fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub fn bytes(&mut self, b: &[u8]) {
         let len = u32::try_from(b.len()).expect("byte strings are below 4 GiB");
         self.0.extend_from_slice(&len.to_le_bytes());
         self.0.extend_from_slice(b);
     }
-    fn ids(&mut self, ids: &BTreeSet<NodeId>) {
+    pub fn ids(&mut self, ids: &BTreeSet<NodeId>) {
         self.u64(ids.len() as u64);
         for id in ids {
             self.u64(*id);
@@ -45,10 +46,11 @@ impl Writer {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The matching reader: every method fails on truncation, never panics.
+pub struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError("truncated"));
         }
@@ -56,19 +58,19 @@ impl<'a> Reader<'a> {
         self.0 = tail;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let b = self.take(4)?;
         let len = u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
         self.take(len)
     }
-    fn ids(&mut self) -> Result<BTreeSet<NodeId>, DecodeError> {
+    pub fn ids(&mut self) -> Result<BTreeSet<NodeId>, DecodeError> {
         let n = self.u64()?;
         if n > MEMBERS_MAX as u64 {
             return Err(DecodeError("too many members"));
@@ -79,13 +81,20 @@ impl<'a> Reader<'a> {
         }
         Ok(out)
     }
-    fn version(&mut self) -> Result<(), DecodeError> {
+    pub fn string(&mut self, max: usize) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        if b.len() > max {
+            return Err(DecodeError("string too long"));
+        }
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
+    }
+    pub fn version(&mut self) -> Result<(), DecodeError> {
         if self.u8()? != ENCODING_VERSION {
             return Err(DecodeError("unknown encoding version"));
         }
         Ok(())
     }
-    fn finish(&self) -> Result<(), DecodeError> {
+    pub fn finish(&self) -> Result<(), DecodeError> {
         if !self.0.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }

@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 // simulator, so every simulated seed runs the same encoding).
 pub use keel_persist::codec::{
     decode_entry_payload, decode_snapshot_meta, encode_entry_payload, encode_snapshot_meta,
+    DecodeError, ENCODING_VERSION,
 };
-
-/// Version byte that starts every encoding below.
-pub const ENCODING_VERSION: u8 = 1;
+use keel_persist::codec::{Reader, Writer};
 
 /// Envelope tags inside a `Normal` entry.
 pub const TAG_KV_COMMAND: u8 = 1;
@@ -42,77 +41,6 @@ pub type AddressBook = BTreeMap<NodeId, Addresses>;
 pub enum Envelope {
     KvCommand(Vec<u8>),
     AddressUpdate { id: NodeId, addresses: Addresses },
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub struct DecodeError(pub &'static str);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "decode error: {}", self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        let len = u32::try_from(b.len()).expect("byte strings are below 4 GiB");
-        self.0.extend_from_slice(&len.to_le_bytes());
-        self.0.extend_from_slice(b);
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.0.len() < n {
-            return Err(DecodeError("truncated"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let b = self.take(4)?;
-        let len = u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
-        self.take(len)
-    }
-    fn string(&mut self, max: usize) -> Result<String, DecodeError> {
-        let b = self.bytes()?;
-        if b.len() > max {
-            return Err(DecodeError("string too long"));
-        }
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError("string is not UTF-8"))
-    }
-    fn version(&mut self) -> Result<(), DecodeError> {
-        if self.u8()? != ENCODING_VERSION {
-            return Err(DecodeError("unknown encoding version"));
-        }
-        Ok(())
-    }
-    fn finish(&self) -> Result<(), DecodeError> {
-        if !self.0.is_empty() {
-            return Err(DecodeError("trailing bytes"));
-        }
-        Ok(())
-    }
 }
 
 impl Envelope {
