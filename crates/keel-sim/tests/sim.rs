@@ -55,12 +55,10 @@ fn unmodified_core_is_clean_and_makes_progress() {
 #[test]
 fn mutants_are_caught_within_a_few_hundred_seeds() {
     use keel_sim::Mutant;
-    // commit-previous-term needs a rarer schedule (a few hundred to a thousand seeds): it is
-    // checked by scripts/mutants in the CI smoke campaign with a larger cap.
-    for m in Mutant::ALL
-        .into_iter()
-        .filter(|m| *m != Mutant::CommitPreviousTerm)
-    {
+    // commit-previous-term and skip-joint-consensus need rarer schedules (hundreds to a few
+    // thousand seeds): scripts/mutants checks them in the CI smoke campaign with a larger cap.
+    let slow = [Mutant::CommitPreviousTerm, Mutant::SkipJointConsensus];
+    for m in Mutant::ALL.into_iter().filter(|m| !slow.contains(m)) {
         let opts = SimOptions {
             mutant: Some(m),
             check_history: false,
