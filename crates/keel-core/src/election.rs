@@ -236,18 +236,7 @@ impl Node {
         let id = self.id;
         let active = |n: NodeId| n == id || self.progress.get(&n).is_some_and(|p| p.recent_active);
         if !self.membership().has_quorum(&active) {
-            self.out.notes.push(Note::SteppedDown {
-                term: self.term,
-                reason: "check-quorum",
-            });
-            self.clear_leader_state();
-            self.role = Role::Follower;
-            self.leader = None;
-            self.out.notes.push(Note::LeaderChanged {
-                term: self.term,
-                leader: None,
-            });
-            self.reset_election_deadline();
+            self.step_down_in_term("check-quorum");
             return;
         }
         for p in self.progress.values_mut() {

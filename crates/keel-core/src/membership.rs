@@ -182,18 +182,7 @@ impl Node {
             return;
         }
         if !current.is_voter(self.id) {
-            self.out.notes.push(Note::SteppedDown {
-                term: self.term,
-                reason: "removed from configuration",
-            });
-            self.clear_leader_state();
-            self.role = Role::Follower;
-            self.leader = None;
-            self.out.notes.push(Note::LeaderChanged {
-                term: self.term,
-                leader: None,
-            });
-            self.reset_election_deadline();
+            self.step_down_in_term("removed from configuration");
         }
     }
 

@@ -884,6 +884,23 @@ impl Node {
         self.reset_election_deadline();
     }
 
+    /// A leader gives up leadership without a term change (check-quorum, self-removal).
+    pub(crate) fn step_down_in_term(&mut self, reason: &'static str) {
+        assert_eq!(self.role, Role::Leader, "only a leader steps down");
+        self.out.notes.push(Note::SteppedDown {
+            term: self.term,
+            reason,
+        });
+        self.clear_leader_state();
+        self.role = Role::Follower;
+        self.leader = None;
+        self.out.notes.push(Note::LeaderChanged {
+            term: self.term,
+            leader: None,
+        });
+        self.reset_election_deadline();
+    }
+
     pub(crate) fn clear_leader_state(&mut self) {
         self.progress.clear();
         self.transfer = None;

@@ -200,16 +200,7 @@ impl Node {
         if restart {
             if offset != 0 {
                 // We lost the beginning; ask for it again.
-                self.send(
-                    from,
-                    Body::InstallSnapshotResponse {
-                        offset: 0,
-                        index,
-                        done: false,
-                        rejected: false,
-                    },
-                    Gate::None,
-                );
+                self.request_snapshot_from(from, index, 0);
                 return;
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
@@ -222,16 +213,7 @@ impl Node {
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         if offset != incoming.data.len() as u64 {
             let have = incoming.data.len() as u64;
-            self.send(
-                from,
-                Body::InstallSnapshotResponse {
-                    offset: have,
-                    index,
-                    done: false,
-                    rejected: false,
-                },
-                Gate::None,
-            );
+            self.request_snapshot_from(from, index, have);
             return;
         }
         if incoming.data.len() + chunk.len() > total_bytes as usize {
@@ -245,16 +227,7 @@ impl Node {
         incoming.data.extend_from_slice(&chunk);
         if !done {
             let have = incoming.data.len() as u64;
-            self.send(
-                from,
-                Body::InstallSnapshotResponse {
-                    offset: have,
-                    index,
-                    done: false,
-                    rejected: false,
-                },
-                Gate::None,
-            );
+            self.request_snapshot_from(from, index, have);
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("present");
@@ -284,6 +257,20 @@ impl Node {
                 rejected: false,
             },
             Gate::Log,
+        );
+    }
+
+    /// Asks the leader for snapshot `index` from byte `offset` on (progress or resend).
+    fn request_snapshot_from(&mut self, from: NodeId, index: Index, offset: u64) {
+        self.send(
+            from,
+            Body::InstallSnapshotResponse {
+                offset,
+                index,
+                done: false,
+                rejected: false,
+            },
+            Gate::None,
         );
     }
 
