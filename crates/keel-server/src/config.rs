@@ -23,6 +23,12 @@ pub struct ServerConfig {
     /// Client (HTTP) addresses of the peers, for NOT_LEADER hints and forwarding; also learned
     /// from handshakes.
     pub peer_clients: BTreeMap<NodeId, String>,
+    /// Per-process dial overrides: this node connects to these addresses for these peers
+    /// instead of their announced peer addresses (the nemesis routes each directed link
+    /// through its fault proxy this way). Never replicated.
+    pub peer_routes: BTreeMap<NodeId, String>,
+    /// Test-only slow disk: every WAL sync batch waits this long before its fdatasync.
+    pub test_fsync_delay_ms: u64,
 
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -70,6 +76,8 @@ impl Default for ServerConfig {
             advertise_peer: None,
             peers: BTreeMap::new(),
             peer_clients: BTreeMap::new(),
+            peer_routes: BTreeMap::new(),
+            test_fsync_delay_ms: 0,
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
             // A new leader cannot commit before the previous lease ends: a lease no longer than
@@ -138,6 +146,12 @@ impl ServerConfig {
                 "tick_interval_ms must be positive and at most half of heartbeat_interval_ms"
                     .into(),
             );
+        }
+        if self.test_fsync_delay_ms > crate::persist::FSYNC_DELAY_MS_MAX {
+            return Err(format!(
+                "test_fsync_delay_ms must be at most {}",
+                crate::persist::FSYNC_DELAY_MS_MAX
+            ));
         }
         if self.snapshot_interval_entries == 0 {
             return Err("snapshot_interval_entries must be positive".into());

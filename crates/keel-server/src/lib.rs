@@ -141,6 +141,7 @@ impl Server {
             cfg.cluster_id.clone(),
             self_addresses,
             static_book,
+            cfg.peer_routes.clone(),
         ));
 
         // The initial configuration: the listed peers, or this node alone.
@@ -199,7 +200,7 @@ impl Server {
         let (bulk_tx, bulk_rx) = mpsc::channel(cfg.peer_inbox_max);
         let (jobs_tx, jobs_rx) = mpsc::channel(1024);
         let (done_tx, done_rx) = mpsc::channel(1024);
-        let storage_thread = persist::start(storage, jobs_rx, done_tx);
+        let storage_thread = persist::start(storage, jobs_rx, done_tx, cfg.test_fsync_delay_ms);
         let transport = Arc::new(transport::Transport::new(
             shared.clone(),
             cfg.peer_frame_bytes_max,

@@ -37,18 +37,29 @@ pub enum Done {
 }
 
 /// Starts the storage thread. It exits when the job channel closes.
+/// `fsync_delay_ms` is test-only (`--test-fsync-delay-ms`): a slow disk for fault campaigns.
 pub fn start(
     storage: Storage<RealIo>,
     jobs: mpsc::Receiver<Job>,
     done: mpsc::Sender<Done>,
+    fsync_delay_ms: u64,
 ) -> std::thread::JoinHandle<()> {
+    assert!(fsync_delay_ms <= FSYNC_DELAY_MS_MAX);
     std::thread::Builder::new()
         .name("keel-storage".into())
-        .spawn(move || run(storage, jobs, done))
+        .spawn(move || run(storage, jobs, done, fsync_delay_ms))
         .expect("spawn storage thread")
 }
 
-fn run(mut storage: Storage<RealIo>, mut jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) {
+/// The test-only fsync delay is bounded: a slow disk, not a dead one.
+pub const FSYNC_DELAY_MS_MAX: u64 = 10_000;
+
+fn run(
+    mut storage: Storage<RealIo>,
+    mut jobs: mpsc::Receiver<Job>,
+    done: mpsc::Sender<Done>,
+    fsync_delay_ms: u64,
+) {
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCHES_PER_SYNC_MAX {
@@ -67,6 +78,9 @@ fn run(mut storage: Storage<RealIo>, mut jobs: mpsc::Receiver<Job>, done: mpsc::
         }
         let last_id = writes.last().map(|w| w.id);
         let started = std::time::Instant::now();
+        if fsync_delay_ms > 0 && !writes.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(fsync_delay_ms));
+        }
         match write_batch(&mut storage, &writes) {
             Ok(()) => {
                 if let Some(id) = last_id {

@@ -54,6 +54,8 @@ pub struct Shared {
     replicated: RwLock<AddressBook>,
     /// Client addresses peers announced in their handshakes.
     learned_clients: RwLock<BTreeMap<NodeId, String>>,
+    /// Per-process dial overrides (`--peer-routes`): win over both books.
+    routes: BTreeMap<NodeId, String>,
     pub shutting_down: AtomicBool,
 }
 
@@ -63,6 +65,7 @@ impl Shared {
         cluster_id: String,
         self_addresses: Addresses,
         static_book: AddressBook,
+        routes: BTreeMap<NodeId, String>,
     ) -> Shared {
         let mut book = static_book;
         book.insert(node_id, self_addresses.clone());
@@ -79,6 +82,7 @@ impl Shared {
             static_book: book,
             replicated: RwLock::new(AddressBook::new()),
             learned_clients: RwLock::new(BTreeMap::new()),
+            routes,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -108,6 +112,16 @@ impl Shared {
         }
     }
 
+    /// Where to dial peer `id`: a `--peer-routes` override, else the replicated book, else
+    /// the static one.
+    pub fn dial_addr(&self, id: NodeId) -> Option<String> {
+        match self.routes.get(&id) {
+            Some(route) => Some(route.clone()),
+            None => self.peer_addr(id),
+        }
+    }
+
+    /// The peer address `id` announced (what members listings show).
     pub fn peer_addr(&self, id: NodeId) -> Option<String> {
         let replicated = self.replicated.read().expect("book lock");
         replicated

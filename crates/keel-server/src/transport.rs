@@ -113,7 +113,7 @@ async fn dial_lane(
             while rx.try_recv().is_ok() {}
         }
         drain = true;
-        let Some(addr) = shared.peer_addr(to) else {
+        let Some(addr) = shared.dial_addr(to) else {
             tokio::time::sleep(Duration::from_millis(BACKOFF_MAX_MS)).await;
             continue;
         };

@@ -37,6 +37,13 @@ pub struct Args {
     /// Peers' client addresses (for NOT_LEADER hints and forwarding): `1=host:port,...`.
     #[arg(long)]
     peer_clients: Option<String>,
+    /// Dial overrides, this process only: `2=host:port,...` connects to these addresses for
+    /// those peers instead of their announced ones (the nemesis fault proxy uses this).
+    #[arg(long)]
+    peer_routes: Option<String>,
+    /// Test only: delay every WAL sync batch by this many ms (a slow disk).
+    #[arg(long)]
+    test_fsync_delay_ms: Option<u64>,
     /// Cluster id; peers with another id are refused.
     #[arg(long)]
     cluster_id: Option<String>,
@@ -97,6 +104,7 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
     set!(lease_renew_interval_ms);
     set!(snapshot_interval_entries);
     set!(request_timeout_ms);
+    set!(test_fsync_delay_ms);
     if args.advertise_client.is_some() {
         cfg.advertise_client = args.advertise_client.clone();
     }
@@ -112,6 +120,10 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
     if let Some(p) = &args.peer_clients {
         cfg.peer_clients =
             ServerConfig::parse_address_map(p).map_err(|e| format!("--peer-clients: {e}"))?;
+    }
+    if let Some(p) = &args.peer_routes {
+        cfg.peer_routes =
+            ServerConfig::parse_address_map(p).map_err(|e| format!("--peer-routes: {e}"))?;
     }
     if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.id) {
         eprintln!(
