@@ -11,6 +11,7 @@ impl Node {
     /// Starts a pre-vote round, or (transfer, or pre-vote off) a real election.
     pub(crate) fn start_election(&mut self, transfer: bool) {
         assert!(self.promotable(), "only voters campaign");
+        assert!(!self.repairing(), "a repairing node never campaigns");
         assert_ne!(self.role, Role::Leader);
         self.stats.elections_started += 1;
         if self.cfg.pre_vote && !transfer {
@@ -126,6 +127,7 @@ impl Node {
         // Grant when the candidate could win a real election: its term is ahead, its log is up to
         // date, and no live leader is known here.
         let granted = term > self.term
+            && !self.repairing()
             && !self.in_leader_lease()
             && (self.log.is_up_to_date(last_index, last_term)
                 || self.mutant(Mutant::VoteWithoutLogCheck));
@@ -152,7 +154,8 @@ impl Node {
             && self.role == Role::Follower
             && self.leader.is_some()
             && self.in_leader_lease();
-        let granted = can_vote && log_ok && !ignore && self.role != Role::Leader;
+        let granted =
+            can_vote && log_ok && !ignore && self.role != Role::Leader && !self.repairing();
         if granted {
             self.vote = Some(from);
             self.mark_term_changed();

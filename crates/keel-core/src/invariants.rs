@@ -280,6 +280,20 @@ impl SafetyMonitor {
     pub fn observe_sent(&mut self, node: &Node, msg: &Message) -> Result<(), Violation> {
         let hs = node.durable_hard_state();
         match &msg.body {
+            Body::PreVoteResponse { granted: true } | Body::VoteResponse { granted: true }
+                if node.repairing() =>
+            {
+                violation(
+                    "repair-no-vote",
+                    format!(
+                        "node {} granted a {} in term {} to {} while repairing",
+                        msg.from,
+                        msg.kind_name(),
+                        msg.term,
+                        msg.to
+                    ),
+                )
+            }
             Body::PreVote { .. } | Body::PreVoteResponse { .. } => Ok(()),
             Body::VoteResponse { granted: true } => {
                 if hs.term != msg.term || hs.vote != Some(msg.to) {
@@ -328,6 +342,15 @@ impl SafetyMonitor {
         w.leader_term = 0;
         w.sm_checked = 0;
         Ok(())
+    }
+
+    /// A node's storage discarded damaged synced entries after `kept_index` (repair mode, or
+    /// the unsafe silent truncation the simulator uses to prove the checks have teeth): its
+    /// durable commit index may come back lowered to `kept_index`.
+    pub fn observe_storage_damage(&mut self, id: NodeId, kept_index: Index) {
+        if let Some(w) = self.nodes.get_mut(&id) {
+            w.durable_commit = w.durable_commit.min(kept_index);
+        }
     }
 
     /// A node lost its memory (crash): forget in-memory watermarks, keep durable ones.

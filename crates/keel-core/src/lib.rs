@@ -34,6 +34,7 @@ mod node;
 mod progress;
 mod quorum;
 mod read;
+mod repair;
 mod replication;
 mod rng;
 mod snapshot;

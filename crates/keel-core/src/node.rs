@@ -191,6 +191,12 @@ pub enum Note {
     TransferAborted {
         target: NodeId,
     },
+    /// Repair mode ended: the log durably holds a leader's log up to `index`, an entry of that
+    /// leader's term `term` (see repair.rs). The node votes and campaigns again.
+    RepairCompleted {
+        index: Index,
+        term: Term,
+    },
 }
 
 /// Everything the driver must act on; see the module docs for the order.
@@ -331,6 +337,8 @@ pub struct Node {
     pub(crate) out: Ready,
     pub(crate) stats: Stats,
     pub(crate) max_committed_seen: Index,
+    /// Repair mode (repair.rs): no votes, no campaigns until caught up from a leader.
+    pub(crate) repair: Option<crate::repair::Repair>,
 }
 
 impl Node {
@@ -419,6 +427,7 @@ impl Node {
             out: Ready::default(),
             stats: Stats::default(),
             max_committed_seen: log.committed,
+            repair: None,
             log,
             cfg,
         };
@@ -556,13 +565,21 @@ impl Node {
             self.transfer.as_ref().map(|t| t.target),
         )
             .hash(&mut h);
+        if let Some(repair) = &self.repair {
+            repair.hash(&mut h);
+        }
         h.finish()
     }
 
     /// One line of protocol state, for traces and debugging.
     pub fn summary(&self) -> String {
+        let repairing = if self.repair.is_some() {
+            " repairing"
+        } else {
+            ""
+        };
         format!(
-            "node {} {} term {} vote {:?} leader {:?} commit {} applied {} last {} snap {} cfg v{} {:?} writes {}/{} gated {}",
+            "node {} {} term {} vote {:?} leader {:?} commit {} applied {} last {} snap {} cfg v{} {:?} writes {}/{} gated {}{}",
             self.id,
             self.role.name(),
             self.term,
@@ -576,7 +593,8 @@ impl Node {
             self.membership().voters,
             self.durable_seq,
             self.write_seq,
-            self.gated.len()
+            self.gated.len(),
+            repairing
         )
     }
 
@@ -592,7 +610,7 @@ impl Node {
         if self.role == Role::Leader {
             self.tick_leader();
         } else if now.mono_ms >= self.election_deadline_mono_ms {
-            if self.promotable() {
+            if self.promotable() && !self.repairing() {
                 self.start_election(false);
             } else {
                 self.reset_election_deadline();
@@ -633,6 +651,7 @@ impl Node {
             );
             self.durable_hard_state = hs;
         }
+        self.repair_maybe_complete();
         if self.role == Role::Leader {
             self.maybe_commit();
         } else if self.role == Role::Candidate {
@@ -816,7 +835,7 @@ impl Node {
                 }
             }
             Body::TimeoutNow => {
-                if self.promotable() && self.role != Role::Leader {
+                if self.promotable() && self.role != Role::Leader && !self.repairing() {
                     self.start_election(true);
                 }
             }
@@ -1043,6 +1062,13 @@ impl Node {
             }
             Role::Candidate => assert_eq!(self.vote, Some(self.id), "candidate voted for itself"),
             Role::Follower | Role::PreCandidate => {}
+        }
+        if self.repair.is_some() {
+            assert_eq!(
+                self.role,
+                Role::Follower,
+                "a repairing node never campaigns"
+            );
         }
         if let Some((i, _)) = self.config_entries.last() {
             assert!(*i <= self.log.last_index(), "config entry beyond the log");

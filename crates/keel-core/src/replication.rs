@@ -215,6 +215,7 @@ impl Node {
         }
         self.open_write.entries.extend(new_entries);
         self.log.commit_to(commit.min(last_new));
+        self.repair_on_append(last_new, commit);
         self.send(
             from,
             Body::AppendResponse {

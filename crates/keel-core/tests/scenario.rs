@@ -298,6 +298,9 @@ fn fmt_note(n: &Note) -> String {
         Note::SnapshotInstallFailed { reason } => format!("snapshot install failed: {reason}"),
         Note::TransferStarted { target } => format!("leadership transfer to {target} started"),
         Note::TransferAborted { target } => format!("leadership transfer to {target} aborted"),
+        Note::RepairCompleted { index, term } => {
+            format!("repair completed: caught up to {index}@t{term}")
+        }
     }
 }
 
@@ -611,11 +614,19 @@ impl World {
     }
 
     fn start_node(&mut self, id: NodeId) -> Result<(), String> {
+        self.start_node_with(id, false)
+    }
+
+    fn start_node_with(&mut self, id: NodeId, repairing: bool) -> Result<(), String> {
         let host = self.host(id)?;
         let now = host.time();
         let restored = host.disk.restored();
-        let mut node = Node::new(host.cfg.clone(), restored, now)
-            .map_err(|e| format!("restart refused: {e}"))?;
+        let mut node = if repairing {
+            Node::new_repairing(host.cfg.clone(), restored, now)
+        } else {
+            Node::new(host.cfg.clone(), restored, now)
+        }
+        .map_err(|e| format!("restart refused: {e}"))?;
         if let Some(s) = &host.disk.snapshot {
             node.set_snapshot(s.clone());
             host.app = decode_app(&s.data);
@@ -820,6 +831,9 @@ impl World {
             node.config_version(),
             fmt_membership(node.membership())
         );
+        if node.repairing() {
+            s.push_str(" repairing");
+        }
         if node.role() == Role::Leader {
             let lease = node.lease_read_still_valid(now, ReadPath::Lease);
             let inherited = node.lease_read_still_valid(now, ReadPath::InheritedLease);
@@ -1125,15 +1139,32 @@ impl World {
                 self.line(format!("{id}: crashed; lost unsynced writes: {lost}"));
                 Ok(())
             }
-            // restart NODE: Node::new from the durable state.
+            // restart NODE [damage-after=I] [repair=true]: Node::new from the durable state.
+            // damage-after=I: storage lost the synced entries after I (and lowers the commit
+            // index to I, as keel-storage does); repair=true: start in repair mode.
             "restart" => {
                 let id = a.id(0)?;
-                if self.host(id)?.node.is_some() {
+                let damage_after = a.opt_u64("damage-after")?;
+                let repair = a.bool_or("repair", false)?;
+                let host = self.host(id)?;
+                if host.node.is_some() {
                     return Err(format!("node {id} is running"));
                 }
+                if let Some(keep) = damage_after {
+                    host.disk.entries.retain(|e| e.index <= keep);
+                    host.disk.hard_state.commit = host.disk.hard_state.commit.min(keep);
+                    self.line(format!(
+                        "{id}: storage discarded synced entries after {keep}"
+                    ));
+                    self.monitor.observe_storage_damage(id, keep);
+                }
                 let hs = self.hosts[&id].disk.hard_state;
-                self.line(format!("{id}: restarting from durable {}", fmt_hs(&hs)));
-                self.start_node(id)
+                let mode = if repair { " in repair mode" } else { "" };
+                self.line(format!(
+                    "{id}: restarting{mode} from durable {}",
+                    fmt_hs(&hs)
+                ));
+                self.start_node_with(id, repair)
             }
             // snapshot NODE: the application snapshots at its applied index.
             "snapshot" => {
