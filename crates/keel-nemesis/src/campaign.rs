@@ -1,0 +1,463 @@
+//! One campaign end to end: start the cluster, run workload and nemesis for `time_ms`, heal,
+//! wait for recovery, read back, check, write the output directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use keel_check::{check, parse_history, Format, Model, Options, Verdict};
+use keel_client::{ReadLevel, ReadOptions, WriteOptions};
+use serde_json::{json, Value};
+
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::history::{faults_to_jsonl, to_jsonl, Event, Recorder};
+use crate::nemesis::{self, FaultKind};
+use crate::report;
+use crate::workload::{self, Workload, WorkloadSpec};
+
+/// The counter that must stay 0 on every node.
+pub const REGRESSIONS_METRIC: &str = "keel_commit_index_regressions_total";
+const LEADER_WAIT_MS: u64 = 30_000;
+const METRICS_INTERVAL_MS: u64 = 2_000;
+/// Register operations the checker handles per run before it is given up as `unknown`.
+const CHECK_TIME_LIMIT_MS: u64 = 60_000;
+/// Final-read process ids start here (after every worker's).
+const FINAL_PROCESS_BASE: u64 = 10_000_000;
+
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    pub keel_bin: PathBuf,
+    pub nodes: usize,
+    pub time_ms: u64,
+    pub faults: Vec<FaultKind>,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    pub election_timeout_ms: u64,
+    pub mutant: Option<String>,
+    pub op_timeout_ms: u64,
+    pub recovery_timeout_ms: u64,
+    pub register_workers: usize,
+    pub reader_workers: usize,
+    pub hot_keys: usize,
+}
+
+impl CampaignConfig {
+    pub fn new(keel_bin: PathBuf, out_dir: PathBuf) -> CampaignConfig {
+        CampaignConfig {
+            keel_bin,
+            nodes: 3,
+            time_ms: 60_000,
+            faults: FaultKind::parse_mix("partition,kill,pause,transfer").expect("known"),
+            seed: 1,
+            out_dir,
+            election_timeout_ms: 300,
+            mutant: None,
+            op_timeout_ms: 2_000,
+            recovery_timeout_ms: 30_000,
+            register_workers: 4,
+            reader_workers: 3,
+            hot_keys: 3,
+        }
+    }
+}
+
+/// What a campaign found.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub ops: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub info: u64,
+    pub faults: u64,
+    /// `valid`, `invalid` or `unknown`.
+    pub verdict: &'static str,
+    pub problems: Vec<String>,
+    pub notes: Vec<String>,
+    pub elapsed_ms: u64,
+    pub json: Value,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        format!(
+            "NEMESIS ops={} ok={} fail={} info={} faults={} verdict={}",
+            self.ops, self.ok, self.fail, self.info, self.faults, self.verdict
+        )
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self.verdict {
+            "valid" => 0,
+            "invalid" => 1,
+            _ => 2,
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[index.min(sorted.len() - 1)])
+}
+
+/// Time from each leader kill to the next acknowledged write, in ms.
+fn failover_ms(events: &[Event], kills_ns: &[u64]) -> Vec<u64> {
+    let mut out: Vec<u64> = kills_ns
+        .iter()
+        .filter_map(|&kill| {
+            events
+                .iter()
+                .find(|e| {
+                    e.time_ns > kill && e.kind == "ok" && matches!(e.f.as_str(), "write" | "cas")
+                })
+                .map(|e| (e.time_ns - kill) / 1_000_000)
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+async fn wait_for_write(cluster: &Cluster, bound_ms: u64) -> Option<u64> {
+    let started = Instant::now();
+    let client = workload::client(&cluster.endpoints(), 1_000, 3).ok()?;
+    while started.elapsed() < Duration::from_millis(bound_ms) {
+        if client
+            .put("nemesis/probe", "1", WriteOptions::default())
+            .await
+            .is_ok()
+        {
+            return Some(started.elapsed().as_millis() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Runs one campaign. Errors are harness errors (exit 2); violations are in the summary.
+pub async fn run(config: CampaignConfig) -> Result<Summary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.out_dir)
+        .with_context(|| format!("cannot create {}", config.out_dir.display()))?;
+    let spec = ClusterSpec {
+        keel_bin: config.keel_bin.clone(),
+        nodes: config.nodes,
+        dir: config.out_dir.join("cluster"),
+        election_timeout_ms: config.election_timeout_ms,
+        mutant: config.mutant.clone(),
+        seed: config.seed,
+    };
+    let mut cluster = Cluster::create(spec).await?;
+    let mut notes = Vec::new();
+    if !cluster.peer_routes_supported {
+        notes.push(
+            "server lacks --peer-routes: peer links routed through the proxy via --peers"
+                .to_string(),
+        );
+    }
+    if config.faults.contains(&FaultKind::Clock) && !cluster.faketime_available() {
+        notes.push("libfaketime not installed: clock faults skipped".to_string());
+    }
+    cluster.start_all().await?;
+    if wait_for_write(&cluster, LEADER_WAIT_MS).await.is_none() {
+        let exited = cluster.reap();
+        anyhow::bail!(
+            "the cluster accepted no write within {LEADER_WAIT_MS} ms (exited: {exited:?}); logs in {}",
+            cluster.spec.dir.display()
+        );
+    }
+
+    let recorder = Arc::new(Recorder::new());
+    let workload = Workload::new(
+        WorkloadSpec {
+            endpoints: cluster.endpoints(),
+            hot_keys: config.hot_keys,
+            register_workers: config.register_workers,
+            reader_workers: config.reader_workers,
+            set_workers: 1,
+            dup_workers: 1,
+            op_timeout_ms: config.op_timeout_ms,
+            seed: config.seed,
+        },
+        Arc::clone(&recorder),
+    );
+    let workers = workload.spawn();
+    let steps = nemesis::schedule(
+        config.seed,
+        &config.faults,
+        config.time_ms,
+        config.election_timeout_ms,
+    );
+    let cluster = tokio::sync::Mutex::new(cluster);
+    let leader_kills = std::sync::Mutex::new(Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.time_ms);
+    let regressions: std::sync::Mutex<BTreeMap<u64, f64>> = Default::default();
+    let scrape = async {
+        loop {
+            {
+                let cluster = cluster.lock().await;
+                for id in cluster.ids() {
+                    if let Some(value) = cluster.metric(id, REGRESSIONS_METRIC).await {
+                        let mut seen = regressions.lock().unwrap_or_else(|p| p.into_inner());
+                        let entry = seen.entry(id).or_insert(0.0);
+                        *entry = entry.max(value);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(METRICS_INTERVAL_MS)).await;
+        }
+    };
+    let faults_applied = tokio::select! {
+        applied = nemesis::run(&cluster, &recorder, &steps, deadline, &leader_kills) => applied?,
+        _ = scrape => unreachable!("the scraper loops forever"),
+    };
+    tokio::time::sleep_until(deadline).await;
+
+    // Heal and recover.
+    let mut cluster = cluster.into_inner();
+    nemesis::heal_all(&mut cluster)?;
+    recorder.fault(
+        "instant",
+        "heal",
+        "network healed, nodes resumed and restarted".to_string(),
+    );
+    let mut problems = Vec::new();
+    let recovery_ms = wait_for_write(&cluster, config.recovery_timeout_ms).await;
+    match recovery_ms {
+        Some(ms) => notes.push(format!("recovered {ms} ms after the heal")),
+        None => problems.push(format!(
+            "no recovery: no write acknowledged within {} ms of the heal",
+            config.recovery_timeout_ms
+        )),
+    }
+    // A short quiet tail under the healed network, then stop the clients.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    workload.stop();
+    for worker in workers {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(config.op_timeout_ms + 5_000), worker).await;
+    }
+
+    // Final read-back of every register key, recorded like any read.
+    let keys: Vec<String> = workload
+        .outcomes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .register_keys
+        .iter()
+        .cloned()
+        .collect();
+    let reader = workload::client(&cluster.endpoints(), 5_000, 5)
+        .map_err(|e| anyhow::anyhow!("client: {e}"))?;
+    let mut final_unread = 0;
+    for (index, key) in keys.iter().enumerate() {
+        let process = FINAL_PROCESS_BASE + index as u64;
+        recorder.record(process, "invoke", "read", Some(key), Value::Null, None);
+        let options = ReadOptions {
+            level: ReadLevel::Linearizable,
+            ..Default::default()
+        };
+        match reader.get(key, options).await {
+            Ok(answer) => {
+                let value = answer
+                    .kv
+                    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+                recorder.record(process, "ok", "read", Some(key), json!(value), None);
+            }
+            Err(e) => {
+                final_unread += 1;
+                recorder.record(
+                    process,
+                    "fail",
+                    "read",
+                    Some(key),
+                    Value::Null,
+                    Some(e.code()),
+                );
+            }
+        }
+    }
+    if final_unread > 0 {
+        problems.push(format!(
+            "{final_unread} keys could not be read back after the heal"
+        ));
+    }
+
+    // Set invariant: every acknowledged add is present.
+    let (set_acked, set_unknown, dup_rounds, dup_violations) = {
+        let outcomes = workload.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            outcomes.set_acked.clone(),
+            outcomes.set_unknown.len(),
+            outcomes.dup_rounds_checked,
+            outcomes.dup_violations.clone(),
+        )
+    };
+    let mut set_lost = Vec::new();
+    match workload::read_set(&reader).await {
+        Ok(found) => {
+            set_lost = set_acked
+                .iter()
+                .filter(|e| !found.contains(*e))
+                .cloned()
+                .collect();
+            if !set_lost.is_empty() {
+                problems.push(format!(
+                    "set: {} acknowledged adds lost, e.g. {:?}",
+                    set_lost.len(),
+                    &set_lost[..set_lost.len().min(5)]
+                ));
+            }
+        }
+        Err(e) => problems.push(format!("set: cannot read back: {e}")),
+    }
+    for violation in dup_violations.iter().take(10) {
+        problems.push(format!("double-applied retry: {violation}"));
+    }
+    if dup_violations.len() > 10 {
+        problems.push(format!(
+            "double-applied retry: {} more",
+            dup_violations.len() - 10
+        ));
+    }
+
+    // Metrics: the commit index never went down.
+    {
+        let mut seen = BTreeMap::new();
+        for id in cluster.ids() {
+            if let Some(value) = cluster.metric(id, REGRESSIONS_METRIC).await {
+                seen.insert(id, value);
+            }
+        }
+        let during = regressions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (id, value) in during {
+            let entry = seen.entry(id).or_insert(0.0);
+            *entry = f64::max(*entry, value);
+        }
+        if seen.is_empty() {
+            notes.push(format!("{REGRESSIONS_METRIC} not found in /metrics"));
+        }
+        for (id, value) in seen {
+            if value > 0.0 {
+                problems.push(format!("node {id}: {REGRESSIONS_METRIC} = {value}"));
+            }
+        }
+    }
+    cluster.stop_all();
+
+    // Linearizability of the registers.
+    let events = recorder.events();
+    let register_events: Vec<Event> = events
+        .iter()
+        .filter(|e| matches!(e.f.as_str(), "read" | "write" | "cas"))
+        .cloned()
+        .collect();
+    let (history, _) = parse_history(&to_jsonl(&register_events), Some(Format::Keel))
+        .map_err(|e| anyhow::anyhow!("own history does not parse: {e}"))?;
+    let options = Options {
+        time_limit: Some(Duration::from_millis(CHECK_TIME_LIMIT_MS)),
+        threads: 1,
+        ..Options::default()
+    };
+    let check_report = check(&history, Model::CasRegister, &options)
+        .map_err(|e| anyhow::anyhow!("own history is malformed: {e}"))?;
+    let (_, bad_keys, unknown_keys) = check_report.partition_counts();
+    if check_report.verdict == Verdict::NotLinearizable {
+        let keys: Vec<&str> = check_report
+            .partitions
+            .iter()
+            .filter(|p| p.verdict == Verdict::NotLinearizable)
+            .map(|p| p.label.as_str())
+            .take(10)
+            .collect();
+        problems.push(format!(
+            "linearizability: {bad_keys} keys not linearizable: {keys:?} (see linearizability.html)"
+        ));
+    }
+    let verdict = if !problems.is_empty() {
+        "invalid"
+    } else if check_report.verdict == Verdict::Unknown {
+        notes.push(format!("checker gave up on {unknown_keys} keys"));
+        "unknown"
+    } else {
+        "valid"
+    };
+
+    // Counts over client operations (completions).
+    let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count() as u64;
+    let (ok, fail, info) = (count("ok"), count("fail"), count("info"));
+    let ops = count("invoke");
+    let kills = leader_kills
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let failovers = failover_ms(&events, &kills);
+    let faults = recorder.faults();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let json = json!({
+        "verdict": verdict,
+        "ops": ops, "ok": ok, "fail": fail, "info": info,
+        "faults": faults_applied,
+        "seed": config.seed,
+        "nodes": config.nodes,
+        "time_ms": config.time_ms,
+        "mix": config.faults.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "mutant": config.mutant,
+        "election_timeout_ms": config.election_timeout_ms,
+        "problems": problems,
+        "notes": notes,
+        "linearizability": {
+            "verdict": check_report.verdict.name(),
+            "keys": check_report.partitions.len(),
+            "keys_not_linearizable": bad_keys,
+            "keys_unknown": unknown_keys,
+            "elapsed_ms": check_report.elapsed.as_millis() as u64,
+        },
+        "set": {"acked": set_acked.len(), "unknown": set_unknown, "lost": set_lost.len()},
+        "dup": {"rounds_checked": dup_rounds, "violations": dup_violations.len()},
+        "failover_ms": {
+            "samples": failovers.len(),
+            "p50": percentile(&failovers, 0.5),
+            "p99": percentile(&failovers, 0.99),
+            "election_timeout_ms": config.election_timeout_ms,
+        },
+        "recovery_ms": recovery_ms,
+        "elapsed_ms": elapsed_ms,
+        "regressions_seen_during_run": regressions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    });
+    let summary = Summary {
+        ops,
+        ok,
+        fail,
+        info,
+        faults: faults_applied,
+        verdict,
+        problems,
+        notes,
+        elapsed_ms,
+        json,
+    };
+
+    // Output directory.
+    let out = &config.out_dir;
+    std::fs::write(out.join("history.jsonl"), to_jsonl(&events))?;
+    std::fs::write(out.join("faults.jsonl"), faults_to_jsonl(&faults))?;
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary.json)?,
+    )?;
+    let has_check_page = check_report.verdict != Verdict::Linearizable;
+    if has_check_page {
+        let page = keel_check::html::render(&[("registers".to_string(), &check_report)]);
+        std::fs::write(out.join("linearizability.html"), page)?;
+    }
+    let html = report::render(&summary, &events, &faults, &config, has_check_page);
+    std::fs::write(out.join("report.html"), html)?;
+    Ok(summary)
+}

@@ -1,0 +1,492 @@
+//! Cluster lifecycle: N real `keel serve` processes on loopback, every peer link routed
+//! through a [`LinkProxy`], plus kill -9 / restart / SIGSTOP / SIGCONT and clock skew.
+//!
+//! Routing: with a server that has `--peer-routes`, node i dials `proxy(i -> j)` for peer j
+//! and announces its real peer address. Without it (older builds), node i's `--peers` names
+//! `proxy(i -> j)` for every j != i, which covers the initial voters.
+//!
+//! Every child runs with `--parent-pid <ours>`, so it exits by itself if the harness dies even
+//! by SIGKILL; [`Cluster::stop_all`] (also run on drop) kills whatever is still running.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use keel_client::{Client, ClientConfig, Status};
+
+use crate::proxy::{LinkMode, LinkProxy};
+
+/// Largest cluster the harness starts.
+pub const NODES_MAX: usize = 7;
+const HTTP_TIMEOUT_MS: u64 = 1_000;
+
+/// How the nodes are started.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub keel_bin: PathBuf,
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub election_timeout_ms: u64,
+    pub mutant: Option<String>,
+    pub seed: u64,
+}
+
+/// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds; monotonic clock not
+/// faked, so timers keep their rate).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockSkew {
+    pub offset_ms: i64,
+}
+
+pub struct Node {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+    pub paused: bool,
+    pub skew: Option<ClockSkew>,
+    pub starts: u64,
+}
+
+impl Node {
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<Node>,
+    /// Directed links (from, to) -> proxy.
+    pub links: BTreeMap<(u64, u64), LinkProxy>,
+    pub peer_routes_supported: bool,
+    faketime_lib: Option<PathBuf>,
+    http: reqwest::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Distinct free loopback ports (all listeners stay open until every port is chosen).
+fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// Whether `keel serve` of this binary knows `flag`.
+fn serve_supports(keel_bin: &Path, flag: &str) -> Result<bool> {
+    let output = Command::new(keel_bin)
+        .args(["serve", "--help"])
+        .output()
+        .with_context(|| format!("cannot run {}", keel_bin.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} serve --help failed: {}",
+            keel_bin.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).contains(flag))
+}
+
+/// libfaketime's preload library, if installed (Debian `faketime`).
+pub fn find_faketime_lib() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+impl Cluster {
+    /// Creates directories and proxies; starts no process yet.
+    pub async fn create(spec: ClusterSpec) -> Result<Cluster> {
+        if !(1..=NODES_MAX).contains(&spec.nodes) {
+            bail!("--nodes must be 1..={NODES_MAX}, got {}", spec.nodes);
+        }
+        if spec.election_timeout_ms < 50 {
+            bail!("--election-timeout-ms must be at least 50");
+        }
+        let peer_routes_supported = serve_supports(&spec.keel_bin, "--peer-routes")?;
+        std::fs::create_dir_all(&spec.dir)
+            .with_context(|| format!("cannot create {}", spec.dir.display()))?;
+        let ports = free_ports(2 * spec.nodes).context("free ports")?;
+        let nodes: Vec<Node> = (0..spec.nodes)
+            .map(|index| {
+                let id = index as u64 + 1;
+                Node {
+                    id,
+                    client_addr: format!("127.0.0.1:{}", ports[2 * index]),
+                    peer_addr: format!("127.0.0.1:{}", ports[2 * index + 1]),
+                    data_dir: spec.dir.join(format!("node-{id}")),
+                    log_path: spec.dir.join(format!("node-{id}.log")),
+                    child: None,
+                    paused: false,
+                    skew: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        let mut links = BTreeMap::new();
+        for from in &nodes {
+            for to in &nodes {
+                if from.id == to.id {
+                    continue;
+                }
+                let seed = spec.seed ^ ((from.id << 32) | to.id);
+                let proxy = LinkProxy::start(from.id, to.id, to.peer_addr.clone(), seed)
+                    .await
+                    .context("proxy listener")?;
+                links.insert((from.id, to.id), proxy);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(HTTP_TIMEOUT_MS))
+            .build()
+            .context("http client")?;
+        Ok(Cluster {
+            spec,
+            nodes,
+            links,
+            peer_routes_supported,
+            faketime_lib: find_faketime_lib(),
+            http,
+        })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.client_addr.clone()).collect()
+    }
+
+    pub fn faketime_available(&self) -> bool {
+        self.faketime_lib.is_some()
+    }
+
+    fn index(&self, id: u64) -> usize {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("known node id");
+        assert_eq!(self.nodes[index].id, id);
+        index
+    }
+
+    fn map(&self, f: impl Fn(&Node) -> String) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, f(n)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub async fn start_all(&mut self) -> Result<()> {
+        for id in self.ids() {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) node `id` on its data directory.
+    pub fn start(&mut self, id: u64) -> Result<()> {
+        let index = self.index(id);
+        if self.nodes[index].running() {
+            return Ok(());
+        }
+        let peer_clients = self.map(|n| n.client_addr.clone());
+        let (peers, routes) = if self.peer_routes_supported {
+            let routes = self
+                .nodes
+                .iter()
+                .filter(|n| n.id != id)
+                .map(|n| format!("{}={}", n.id, self.links[&(id, n.id)].listen_addr))
+                .collect::<Vec<_>>()
+                .join(",");
+            (self.map(|n| n.peer_addr.clone()), Some(routes))
+        } else {
+            let peers = self.map(|n| {
+                if n.id == id {
+                    n.peer_addr.clone()
+                } else {
+                    self.links[&(id, n.id)].listen_addr.clone()
+                }
+            });
+            (peers, None)
+        };
+        let election_timeout_ms = self.spec.election_timeout_ms;
+        let node = &self.nodes[index];
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .with_context(|| format!("{}", node.log_path.display()))?;
+        let log_err = log.try_clone()?;
+        let mut command = Command::new(&self.spec.keel_bin);
+        command
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen-client", &node.client_addr])
+            .args(["--listen-peer", &node.peer_addr])
+            .args(["--advertise-peer", &node.peer_addr])
+            .args(["--peers", &peers])
+            .args(["--peer-clients", &peer_clients])
+            .args(["--cluster-id", "keel-nemesis"])
+            .args(["--election-timeout-ms", &election_timeout_ms.to_string()])
+            .args([
+                "--heartbeat-interval-ms",
+                &(election_timeout_ms / 6).max(10).to_string(),
+            ])
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some(routes) = routes {
+            command.args(["--peer-routes", &routes]);
+        }
+        if let Some(mutant) = &self.spec.mutant {
+            command.args(["--mutant", mutant]);
+        }
+        if let (Some(skew), Some(lib)) = (node.skew, &self.faketime_lib) {
+            let seconds = skew.offset_ms as f64 / 1000.0;
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME", format!("{seconds:+.3}"))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        let node = &mut self.nodes[index];
+        node.child = Some(child);
+        node.paused = false;
+        node.starts += 1;
+        Ok(())
+    }
+
+    fn signal(&self, id: u64, signal: rustix::process::Signal) -> Result<()> {
+        let node = &self.nodes[self.index(id)];
+        let Some(pid) = node.pid() else {
+            bail!("node {id} is not running");
+        };
+        let pid = rustix::process::Pid::from_raw(pid as i32).context("pid")?;
+        rustix::process::kill_process(pid, signal).context("kill")?;
+        Ok(())
+    }
+
+    /// kill -9 and reap.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let index = self.index(id);
+        if !self.nodes[index].running() {
+            return Ok(());
+        }
+        self.signal(id, rustix::process::Signal::KILL)?;
+        let node = &mut self.nodes[index];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.wait();
+        }
+        node.paused = false;
+        assert!(!node.running());
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: u64) -> Result<()> {
+        self.signal(id, rustix::process::Signal::STOP)?;
+        let index = self.index(id);
+        self.nodes[index].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> Result<()> {
+        let index = self.index(id);
+        if self.nodes[index].paused && self.nodes[index].running() {
+            self.signal(id, rustix::process::Signal::CONT)?;
+        }
+        self.nodes[index].paused = false;
+        Ok(())
+    }
+
+    /// Restarts node `id` with a clock offset (or none).
+    pub fn restart_with_skew(&mut self, id: u64, skew: Option<ClockSkew>) -> Result<()> {
+        self.kill(id)?;
+        let index = self.index(id);
+        self.nodes[index].skew = skew;
+        self.start(id)
+    }
+
+    /// Nodes that exited on their own since the last call (id, status).
+    pub fn reap(&mut self) -> Vec<(u64, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((node.id, status.to_string()));
+                    node.child = None;
+                }
+            }
+        }
+        exited
+    }
+
+    /// Kills every child (SIGCONT first so a paused one can die), idempotent.
+    pub fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.paused = false;
+        }
+    }
+
+    // ---- the network ----
+
+    pub fn set_link(&self, from: u64, to: u64, mode: LinkMode) {
+        if let Some(link) = self.links.get(&(from, to)) {
+            link.set_mode(mode);
+        }
+    }
+
+    /// Cuts every link between a node of `a` and a node of `b`, both ways.
+    pub fn cut_between(&self, a: &[u64], b: &[u64], mode: LinkMode) {
+        for &x in a {
+            for &y in b {
+                self.set_link(x, y, mode);
+                self.set_link(y, x, mode);
+            }
+        }
+    }
+
+    pub fn set_all_links(&self, mode: LinkMode) {
+        for link in self.links.values() {
+            link.set_mode(mode);
+        }
+    }
+
+    pub fn heal_network(&self) {
+        self.set_all_links(LinkMode::Pass);
+    }
+
+    pub fn reset_connections(&self) {
+        for link in self.links.values() {
+            link.reset();
+        }
+    }
+
+    pub fn link_bytes_passed(&self, from: u64, to: u64) -> u64 {
+        self.links
+            .get(&(from, to))
+            .map_or(0, LinkProxy::bytes_passed)
+    }
+
+    // ---- observation ----
+
+    pub fn client_for(&self, id: u64) -> Result<Client> {
+        let node = &self.nodes[self.index(id)];
+        let mut config = ClientConfig::new(&[node.client_addr.as_str()]);
+        config.call_timeout_ms = HTTP_TIMEOUT_MS;
+        config.attempt_timeout_ms = HTTP_TIMEOUT_MS;
+        config.attempts_max = 1;
+        Client::new(config).map_err(|e| anyhow::anyhow!("client: {e}"))
+    }
+
+    /// Status of every running, unpaused node that answers.
+    pub async fn statuses(&self) -> Vec<Status> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            if !node.running() || node.paused {
+                continue;
+            }
+            if let Ok(client) = self.client_for(node.id) {
+                if let Ok(status) = client.status_of(&node.client_addr).await {
+                    out.push(status);
+                }
+            }
+        }
+        out
+    }
+
+    /// The leader of the highest term any answering node reports itself leader in.
+    pub async fn leader(&self) -> Option<u64> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter(|s| s.role == "leader")
+            .max_by_key(|s| s.term)
+            .map(|s| s.node_id)
+    }
+
+    /// Scrapes one node's `/metrics`; returns the value of `name` (summed over label sets).
+    pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        let node = &self.nodes[self.index(id)];
+        if !node.running() || node.paused {
+            return None;
+        }
+        let url = format!("http://{}/metrics", node.client_addr);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        parse_metric(&text, name)
+    }
+}
+
+/// Sums every sample of metric `name` in Prometheus text; None if absent.
+pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let Some(value) = value {
+            total = Some(total.unwrap_or(0.0) + value);
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_parsing() {
+        let text = "# HELP x y\nkeel_a_total 3\nkeel_a_total_other 9\nkeel_b{x=\"1\"} 2\nkeel_b{x=\"2\"} 5\n";
+        assert_eq!(parse_metric(text, "keel_a_total"), Some(3.0));
+        assert_eq!(parse_metric(text, "keel_b"), Some(7.0));
+        assert_eq!(parse_metric(text, "keel_c"), None);
+    }
+}

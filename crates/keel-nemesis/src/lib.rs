@@ -1,0 +1,25 @@
+//! `keel-nemesis`: Jepsen-style fault campaigns against real `keel serve` processes.
+//!
+//! - [`proxy`]: the fault proxy, one TCP listener per directed peer link (pass, black-hole,
+//!   refuse/reset, delay with jitter), controlled in-process.
+//! - [`cluster`]: N `keel serve` children on loopback, peer traffic through the proxies; kill -9,
+//!   restart, SIGSTOP/SIGCONT, clock skew via libfaketime; everything dies with the harness.
+//! - [`nemesis`]: the seeded fault schedule (`--seed`, `--faults` mix) and its executor.
+//! - [`workload`]: concurrent `keel-client` workers (registers, linearizable readers on every
+//!   node, an append-only set, duplicate session submissions), every operation recorded.
+//! - [`history`]: the recorder; history.jsonl is keel-check's JSON-lines format.
+//! - [`campaign`]: one run end to end, verdicts, output directory; [`report`]: report.html.
+//!
+//! Architecture invariant: the harness never trusts the servers' own account of safety; every
+//! verdict comes from what clients observed (plus the commit-index-regression counter).
+
+pub mod campaign;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod report;
+pub mod workload;
+
+pub use campaign::{run, CampaignConfig, Summary};
+pub use nemesis::FaultKind;

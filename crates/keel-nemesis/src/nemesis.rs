@@ -1,0 +1,434 @@
+//! The nemesis: a seeded schedule of faults (fixed by `--seed` and the mix), and its executor.
+//!
+//! The schedule is a list of steps: wait `quiet_ms`, apply a fault for `hold_ms`, heal. Which
+//! node a fault hits is chosen when the schedule is made (by index into the sorted node ids);
+//! "the leader" is resolved when the fault starts, because the real system's timing decides
+//! who leads. Every start and end is written to the fault log.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cluster::{ClockSkew, Cluster};
+use crate::history::Recorder;
+use crate::proxy::LinkMode;
+
+/// Steps one schedule holds, at most.
+pub const STEPS_MAX: usize = 100_000;
+/// Flapping partitions toggle this often.
+pub const FLAP_INTERVAL_MS: u64 = 300;
+
+/// Fault families selectable with `--faults`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Random majority/minority split (both directions black-holed).
+    Partition,
+    /// The current leader cut off from everyone.
+    IsolateLeader,
+    /// One node's outgoing links black-holed, incoming ones open.
+    Asymmetric,
+    /// Two sides that only a bridge node joins.
+    Bridge,
+    /// A partition switched on and off every `FLAP_INTERVAL_MS`.
+    Flapping,
+    /// Every link delayed with jitter (reorders frames across lanes).
+    Delay,
+    /// Every open peer connection reset.
+    Reset,
+    /// kill -9 a node (the leader half of the time), restart after the hold.
+    Kill,
+    /// SIGSTOP a node (the leader half of the time) longer than the election timeout.
+    Pause,
+    /// Hand leadership to another voter.
+    Transfer,
+    /// Restart a node with its wall clock offset through libfaketime (within bounds).
+    Clock,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 11] = [
+        FaultKind::Partition,
+        FaultKind::IsolateLeader,
+        FaultKind::Asymmetric,
+        FaultKind::Bridge,
+        FaultKind::Flapping,
+        FaultKind::Delay,
+        FaultKind::Reset,
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Transfer,
+        FaultKind::Clock,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::Asymmetric => "asymmetric",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Flapping => "flapping",
+            FaultKind::Delay => "delay",
+            FaultKind::Reset => "reset",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Transfer => "transfer",
+            FaultKind::Clock => "clock",
+        }
+    }
+
+    /// Parses a comma list: names above, `partitions` (every network partition kind), `all`.
+    pub fn parse_mix(text: &str) -> Result<Vec<FaultKind>> {
+        let mut mix = BTreeSet::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => mix.extend(FaultKind::ALL),
+                "none" => {}
+                "partitions" => mix.extend([
+                    FaultKind::Partition,
+                    FaultKind::IsolateLeader,
+                    FaultKind::Asymmetric,
+                    FaultKind::Bridge,
+                    FaultKind::Flapping,
+                ]),
+                _ => match FaultKind::ALL.iter().find(|k| k.name() == word) {
+                    Some(kind) => {
+                        mix.insert(*kind);
+                    }
+                    None => bail!(
+                        "unknown fault {word:?}; known: all, none, partitions, {}",
+                        FaultKind::ALL.map(|k| k.name()).join(", ")
+                    ),
+                },
+            }
+        }
+        Ok(mix.into_iter().collect())
+    }
+}
+
+/// One scheduled fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub quiet_ms: u64,
+    pub kind: FaultKind,
+    pub hold_ms: u64,
+    /// Random choices fixed by the seed (node picks, sides), used by the executor.
+    pub choice: u64,
+    /// Pick the leader as the target (kill, pause) when true.
+    pub target_leader: bool,
+}
+
+/// Makes the schedule for `duration_ms` of faults. Deterministic in (seed, mix, timings).
+pub fn schedule(
+    seed: u64,
+    mix: &[FaultKind],
+    duration_ms: u64,
+    election_timeout_ms: u64,
+) -> Vec<Step> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut steps = Vec::new();
+    if mix.is_empty() {
+        return steps;
+    }
+    let mut elapsed_ms = 0;
+    while elapsed_ms < duration_ms && steps.len() < STEPS_MAX {
+        let kind = *mix.choose(&mut rng).expect("non-empty mix");
+        let quiet_ms = rng.gen_range(500..=2_000);
+        let hold_ms = match kind {
+            FaultKind::Transfer | FaultKind::Reset => 0,
+            // Longer than the election timeout so the pause really deposes a leader.
+            FaultKind::Pause => rng.gen_range(2 * election_timeout_ms..=5 * election_timeout_ms),
+            _ => rng.gen_range(1_500..=5_000),
+        };
+        steps.push(Step {
+            quiet_ms,
+            kind,
+            hold_ms,
+            choice: rng.gen(),
+            target_leader: rng.gen_bool(0.5),
+        });
+        elapsed_ms += quiet_ms + hold_ms;
+    }
+    assert!(steps.len() <= STEPS_MAX);
+    steps
+}
+
+/// Splits `ids` by `choice`: a minority (at least one) and the rest.
+fn split(ids: &[u64], choice: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut shuffled = ids.to_vec();
+    shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(choice));
+    let minority_max = (ids.len() - 1) / 2;
+    let minority = 1 + (choice as usize >> 8) % minority_max.max(1);
+    let minority = minority.min(ids.len() - 1);
+    let rest = shuffled.split_off(minority);
+    (shuffled, rest)
+}
+
+fn pick(ids: &[u64], choice: u64) -> u64 {
+    ids[(choice as usize) % ids.len()]
+}
+
+/// Applies the schedule until `deadline` passes or it ends; heals after every step.
+pub async fn run(
+    cluster: &tokio::sync::Mutex<Cluster>,
+    recorder: &Recorder,
+    steps: &[Step],
+    deadline: tokio::time::Instant,
+    leader_kills: &std::sync::Mutex<Vec<u64>>,
+) -> Result<u64> {
+    let mut applied: u64 = 0;
+    for step in steps {
+        if tokio::time::Instant::now() + Duration::from_millis(step.quiet_ms) >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(step.quiet_ms)).await;
+        let hold_until = (tokio::time::Instant::now() + Duration::from_millis(step.hold_ms))
+            .min(deadline.max(tokio::time::Instant::now()));
+        let detail = {
+            let mut cluster = cluster.lock().await;
+            start_fault(&mut cluster, step, leader_kills, recorder).await?
+        };
+        let Some(detail) = detail else { continue };
+        applied += 1;
+        let instant = step.hold_ms == 0;
+        recorder.fault(
+            if instant { "instant" } else { "start" },
+            step.kind.name(),
+            detail.clone(),
+        );
+        if step.kind == FaultKind::Flapping {
+            flap(cluster, step, hold_until).await;
+        } else {
+            tokio::time::sleep_until(hold_until).await;
+        }
+        if !instant {
+            let mut cluster = cluster.lock().await;
+            end_fault(&mut cluster, step)?;
+            recorder.fault("end", step.kind.name(), detail);
+        }
+    }
+    Ok(applied)
+}
+
+/// Starts one fault; returns its description, or None when it does not apply now.
+async fn start_fault(
+    cluster: &mut Cluster,
+    step: &Step,
+    leader_kills: &std::sync::Mutex<Vec<u64>>,
+    recorder: &Recorder,
+) -> Result<Option<String>> {
+    let ids = cluster.ids();
+    let black_hole = LinkMode::BlackHole;
+    let leader = cluster.leader().await;
+    let target = match (step.target_leader, leader) {
+        (true, Some(leader)) => leader,
+        _ => pick(&ids, step.choice),
+    };
+    let detail = match step.kind {
+        FaultKind::Partition | FaultKind::Flapping => {
+            let (minority, majority) = split(&ids, step.choice);
+            cluster.cut_between(&minority, &majority, black_hole);
+            format!("{minority:?} | {majority:?}")
+        }
+        FaultKind::IsolateLeader => {
+            let Some(leader) = leader else {
+                return Ok(None);
+            };
+            let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
+            cluster.cut_between(&[leader], &rest, black_hole);
+            format!("leader {leader} isolated")
+        }
+        FaultKind::Asymmetric => {
+            let node = pick(&ids, step.choice);
+            for &other in &ids {
+                if other != node {
+                    cluster.set_link(node, other, black_hole);
+                }
+            }
+            format!("{node} -> * black-holed (it still hears the others)")
+        }
+        FaultKind::Bridge => {
+            if ids.len() < 3 {
+                return Ok(None);
+            }
+            let mut shuffled = ids.clone();
+            shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(step.choice));
+            let bridge = shuffled[0];
+            let half = (shuffled.len() - 1) / 2;
+            let left = shuffled[1..1 + half].to_vec();
+            let right = shuffled[1 + half..].to_vec();
+            cluster.cut_between(&left, &right, black_hole);
+            format!("{left:?} | {right:?} bridged by {bridge}")
+        }
+        FaultKind::Delay => {
+            let base_ms = 20 + step.choice % 80;
+            let jitter_ms = base_ms / 2;
+            cluster.set_all_links(LinkMode::Delay { base_ms, jitter_ms });
+            format!("all links {base_ms}±{jitter_ms} ms")
+        }
+        FaultKind::Reset => {
+            cluster.reset_connections();
+            "all peer connections reset".to_string()
+        }
+        FaultKind::Kill => {
+            cluster.kill(target)?;
+            if Some(target) == leader {
+                let mut kills = leader_kills.lock().unwrap_or_else(|p| p.into_inner());
+                kills.push(recorder.now_ns());
+            }
+            format!(
+                "kill -9 node {target}{}",
+                if Some(target) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                }
+            )
+        }
+        FaultKind::Pause => {
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == target)
+                .expect("known id");
+            if !node.running() {
+                return Ok(None);
+            }
+            cluster.pause(target)?;
+            format!(
+                "SIGSTOP node {target}{}",
+                if Some(target) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                }
+            )
+        }
+        FaultKind::Transfer => {
+            let Some(leader) = leader else {
+                return Ok(None);
+            };
+            let others: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
+            let to = pick(&others, step.choice);
+            let client = cluster.client_for(leader)?;
+            let answer = client.transfer_leader(Some(to)).await;
+            format!(
+                "transfer {leader} -> {to}: {}",
+                match answer {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => e.code(),
+                }
+            )
+        }
+        FaultKind::Clock => {
+            if !cluster.faketime_available() {
+                return Ok(None);
+            }
+            let offset_ms = (step.choice % 4_001) as i64 - 2_000;
+            let node = pick(&ids, step.choice >> 16);
+            cluster.restart_with_skew(node, Some(ClockSkew { offset_ms }))?;
+            format!("node {node} restarted with wall clock {offset_ms:+} ms (libfaketime)")
+        }
+    };
+    Ok(Some(detail))
+}
+
+fn end_fault(cluster: &mut Cluster, step: &Step) -> Result<()> {
+    match step.kind {
+        FaultKind::Kill => {
+            for id in cluster.ids() {
+                if !cluster.nodes.iter().any(|n| n.id == id && n.running()) {
+                    cluster.start(id)?;
+                }
+            }
+        }
+        FaultKind::Pause => {
+            for id in cluster.ids() {
+                cluster.resume(id)?;
+            }
+        }
+        FaultKind::Clock => {
+            // The skewed node keeps its offset until the final heal.
+        }
+        _ => cluster.heal_network(),
+    }
+    Ok(())
+}
+
+async fn flap(cluster: &tokio::sync::Mutex<Cluster>, step: &Step, until: tokio::time::Instant) {
+    let ids = cluster.lock().await.ids();
+    let (minority, majority) = split(&ids, step.choice);
+    let mut cut = true;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(FLAP_INTERVAL_MS)).await;
+        cut = !cut;
+        let mode = if cut {
+            LinkMode::BlackHole
+        } else {
+            LinkMode::Pass
+        };
+        cluster.lock().await.cut_between(&minority, &majority, mode);
+    }
+}
+
+/// Undoes everything: network healed, paused nodes resumed, dead nodes restarted, clocks
+/// reset (skewed nodes restarted without faketime).
+pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
+    cluster.heal_network();
+    for id in cluster.ids() {
+        cluster.resume(id)?;
+        let skewed = cluster.nodes.iter().any(|n| n.id == id && n.skew.is_some());
+        if skewed {
+            cluster.restart_with_skew(id, None)?;
+        }
+        cluster.start(id)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_deterministic_and_within_mix() {
+        let mix = FaultKind::parse_mix("partition,kill,pause").unwrap();
+        let a = schedule(7, &mix, 60_000, 300);
+        let b = schedule(7, &mix, 60_000, 300);
+        assert_eq!(a, b);
+        assert!(a.len() >= 8);
+        assert!(a.iter().all(|s| mix.contains(&s.kind)));
+        let c = schedule(8, &mix, 60_000, 300);
+        assert_ne!(a, c);
+        assert!(a
+            .iter()
+            .filter(|s| s.kind == FaultKind::Pause)
+            .all(|s| s.hold_ms >= 600));
+    }
+
+    #[test]
+    fn mix_parsing() {
+        assert_eq!(
+            FaultKind::parse_mix("all").unwrap().len(),
+            FaultKind::ALL.len()
+        );
+        assert_eq!(FaultKind::parse_mix("partitions").unwrap().len(), 5);
+        assert!(FaultKind::parse_mix("partition,bogus").is_err());
+    }
+
+    #[test]
+    fn split_leaves_a_majority() {
+        for n in [3usize, 5] {
+            let ids: Vec<u64> = (1..=n as u64).collect();
+            for choice in 0..200u64 {
+                let (minority, majority) = split(&ids, choice * 7919);
+                assert!(!minority.is_empty());
+                assert!(majority.len() > minority.len());
+                assert_eq!(minority.len() + majority.len(), n);
+            }
+        }
+    }
+}

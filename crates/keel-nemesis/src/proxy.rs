@@ -1,0 +1,362 @@
+//! The fault proxy: one TCP listener per directed link `from -> to`. Node `from` dials the
+//! listener instead of node `to`'s peer address; the proxy dials `to` and pumps bytes, applying
+//! the link's current [`LinkMode`] to every chunk it reads.
+//!
+//! Keel's peer transport uses one-way connections (the dialer sends frames; the other direction
+//! carries only the handshake answer), so a directed link is exactly one fault domain: cutting
+//! `1 -> 2` silences 1's messages to 2 and nothing else.
+//!
+//! Modes take effect at once on open connections (each pump watches the mode):
+//! - `Pass`: bytes flow.
+//! - `BlackHole`: connections stay open, every byte read is discarded (a silent partition: the
+//!   sender's TCP stream looks healthy).
+//! - `Refuse`: open connections are reset and new ones closed at once (a loud partition).
+//! - `Delay`: each chunk is held `base ± jitter` ms; chunks keep their order within one
+//!   connection (TCP), so delay with jitter reorders frames only across connections (the
+//!   transport's two lanes).
+//!
+//! [`LinkProxy::reset`] closes every open connection once, whatever the mode.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Bytes read per chunk.
+pub const CHUNK_BYTES_MAX: usize = 64 * 1024;
+/// Open connections per link, at most (more are closed at once).
+pub const CONNECTIONS_PER_LINK_MAX: u64 = 64;
+/// Longest delay a link may impose on one chunk.
+pub const DELAY_MS_MAX: u64 = 10_000;
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+/// What a link does to traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    Pass,
+    BlackHole,
+    Refuse,
+    Delay { base_ms: u64, jitter_ms: u64 },
+}
+
+impl LinkMode {
+    pub fn name(self) -> String {
+        match self {
+            LinkMode::Pass => "pass".to_string(),
+            LinkMode::BlackHole => "black-hole".to_string(),
+            LinkMode::Refuse => "refuse".to_string(),
+            LinkMode::Delay { base_ms, jitter_ms } => format!("delay {base_ms}±{jitter_ms}ms"),
+        }
+    }
+
+    fn blocks(self) -> bool {
+        matches!(self, LinkMode::BlackHole | LinkMode::Refuse)
+    }
+}
+
+/// Traffic counters of one link.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub bytes_passed: AtomicU64,
+    pub bytes_dropped: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_reset: AtomicU64,
+    connections_open: AtomicU64,
+}
+
+/// Mode plus a generation bumped by every reset, so pumps can tell "reset now".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Control {
+    mode: LinkMode,
+    generation: u64,
+}
+
+/// One directed link's proxy. Dropping it stops the listener and every pump.
+pub struct LinkProxy {
+    pub from: u64,
+    pub to: u64,
+    pub listen_addr: String,
+    pub counters: Arc<LinkCounters>,
+    control: watch::Sender<Control>,
+    target: Arc<Mutex<String>>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+        // Closing the watch channel ends every pump.
+        self.control.send_modify(|c| {
+            c.mode = LinkMode::Refuse;
+            c.generation += 1;
+        });
+    }
+}
+
+impl LinkProxy {
+    /// Binds a listener on a free loopback port that forwards to `target` (`host:port`).
+    pub async fn start(from: u64, to: u64, target: String, seed: u64) -> std::io::Result<Self> {
+        assert!(from != to, "a link joins two different nodes");
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen_addr = listener.local_addr()?.to_string();
+        let (control, control_rx) = watch::channel(Control {
+            mode: LinkMode::Pass,
+            generation: 0,
+        });
+        let counters = Arc::new(LinkCounters::default());
+        let target = Arc::new(Mutex::new(target));
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            control_rx,
+            Arc::clone(&counters),
+            Arc::clone(&target),
+            seed,
+        ));
+        Ok(LinkProxy {
+            from,
+            to,
+            listen_addr,
+            counters,
+            control,
+            target,
+            accept_task,
+        })
+    }
+
+    pub fn mode(&self) -> LinkMode {
+        self.control.borrow().mode
+    }
+
+    pub fn set_mode(&self, mode: LinkMode) {
+        if let LinkMode::Delay { base_ms, jitter_ms } = mode {
+            assert!(base_ms + jitter_ms <= DELAY_MS_MAX, "delay above the limit");
+        }
+        self.control.send_modify(|c| c.mode = mode);
+    }
+
+    /// Closes every open connection now (the senders reconnect).
+    pub fn reset(&self) {
+        self.control.send_modify(|c| c.generation += 1);
+    }
+
+    /// Points the link at a new address (a node restarted elsewhere); open connections reset.
+    pub fn retarget(&self, target: String) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+        self.reset();
+    }
+
+    pub fn bytes_passed(&self) -> u64 {
+        self.counters.bytes_passed.load(Ordering::Relaxed)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    control: watch::Receiver<Control>,
+    counters: Arc<LinkCounters>,
+    target: Arc<Mutex<String>>,
+    seed: u64,
+) {
+    let mut connection_number: u64 = 0;
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        connection_number += 1;
+        counters
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let current = *control.borrow();
+        let open = counters.connections_open.load(Ordering::Relaxed);
+        if current.mode == LinkMode::Refuse || open >= CONNECTIONS_PER_LINK_MAX {
+            counters.connections_reset.fetch_add(1, Ordering::Relaxed);
+            drop(inbound);
+            continue;
+        }
+        let address = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let control = control.clone();
+        let counters = Arc::clone(&counters);
+        let rng_seed = seed ^ connection_number.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        tokio::spawn(async move {
+            counters.connections_open.fetch_add(1, Ordering::Relaxed);
+            let _ = connection(inbound, address, control, &counters, rng_seed).await;
+            counters.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn connection(
+    inbound: TcpStream,
+    address: String,
+    control: watch::Receiver<Control>,
+    counters: &LinkCounters,
+    rng_seed: u64,
+) -> std::io::Result<()> {
+    let connect = TcpStream::connect(&address);
+    let outbound = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect"))??;
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let generation = control.borrow().generation;
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    let forward = pump(
+        in_read,
+        out_write,
+        control.clone(),
+        generation,
+        counters,
+        rng_seed,
+    );
+    let backward = pump(
+        out_read,
+        in_write,
+        control,
+        generation,
+        counters,
+        rng_seed ^ 1,
+    );
+    // Either direction ending (close, reset, refuse) ends the connection.
+    tokio::select! {
+        _ = forward => {}
+        _ = backward => {}
+    }
+    Ok(())
+}
+
+/// Copies `reader` to `writer` under the link's mode until EOF, an error, a reset or Refuse.
+async fn pump(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut control: watch::Receiver<Control>,
+    generation: u64,
+    counters: &LinkCounters,
+    rng_seed: u64,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+    let mut buffer = vec![0u8; CHUNK_BYTES_MAX];
+    loop {
+        let read = tokio::select! {
+            read = reader.read(&mut buffer) => read,
+            changed = control.changed() => {
+                if changed.is_err() { return; }
+                let now = *control.borrow();
+                if now.generation != generation || now.mode == LinkMode::Refuse {
+                    counters.connections_reset.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                continue;
+            }
+        };
+        let count = match read {
+            Ok(0) | Err(_) => return,
+            Ok(count) => count,
+        };
+        assert!(count <= buffer.len());
+        let now = *control.borrow();
+        if now.generation != generation || now.mode == LinkMode::Refuse {
+            counters.connections_reset.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if now.mode.blocks() {
+            counters
+                .bytes_dropped
+                .fetch_add(count as u64, Ordering::Relaxed);
+            continue;
+        }
+        if let LinkMode::Delay { base_ms, jitter_ms } = now.mode {
+            let low = base_ms.saturating_sub(jitter_ms);
+            let high = base_ms + jitter_ms;
+            let delay_ms = rng.gen_range(low..=high);
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        if writer.write_all(&buffer[..count]).await.is_err() {
+            return;
+        }
+        counters
+            .bytes_passed
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo_server() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut b).await {
+                        if n == 0 || s.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn roundtrip(stream: &mut TcpStream, wait_ms: u64) -> Option<Vec<u8>> {
+        stream.write_all(b"ping").await.ok()?;
+        let mut b = [0u8; 4];
+        match tokio::time::timeout(Duration::from_millis(wait_ms), stream.read_exact(&mut b)).await
+        {
+            Ok(Ok(_)) => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn pass_black_hole_refuse_delay() {
+        let target = echo_server().await;
+        let proxy = LinkProxy::start(1, 2, target, 7).await.unwrap();
+        let mut stream = TcpStream::connect(&proxy.listen_addr).await.unwrap();
+        assert_eq!(roundtrip(&mut stream, 1000).await, Some(b"ping".to_vec()));
+        assert_eq!(proxy.bytes_passed(), 8);
+
+        proxy.set_mode(LinkMode::BlackHole);
+        assert_eq!(roundtrip(&mut stream, 200).await, None);
+        assert_eq!(proxy.bytes_passed(), 8, "a black hole passes nothing");
+        assert_eq!(proxy.counters.bytes_dropped.load(Ordering::Relaxed), 4);
+
+        proxy.set_mode(LinkMode::Pass);
+        assert_eq!(roundtrip(&mut stream, 1000).await, Some(b"ping".to_vec()));
+
+        proxy.set_mode(LinkMode::Delay {
+            base_ms: 150,
+            jitter_ms: 0,
+        });
+        let started = std::time::Instant::now();
+        assert_eq!(roundtrip(&mut stream, 2000).await, Some(b"ping".to_vec()));
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "both ways delayed"
+        );
+
+        proxy.set_mode(LinkMode::Refuse);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(roundtrip(&mut stream, 300).await, None, "connection reset");
+        let mut fresh = TcpStream::connect(&proxy.listen_addr).await.unwrap();
+        assert_eq!(roundtrip(&mut fresh, 300).await, None, "new ones closed");
+
+        proxy.set_mode(LinkMode::Pass);
+        let mut again = TcpStream::connect(&proxy.listen_addr).await.unwrap();
+        assert_eq!(roundtrip(&mut again, 1000).await, Some(b"ping".to_vec()));
+        proxy.reset();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(roundtrip(&mut again, 300).await, None, "reset closes it");
+    }
+}

@@ -1,0 +1,266 @@
+//! report.html: one self-contained page (inline SVG and CSS, no network). Verdict up top,
+//! problems, a fault timeline, every operation's latency over time with fault windows shaded
+//! (Jepsen's latency-raw plot), throughput per second by outcome, failover times.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::campaign::{CampaignConfig, Summary};
+use crate::history::{Event, FaultRecord};
+
+/// Points drawn in the latency plot, at most (evenly thinned beyond).
+pub const POINTS_DRAWN_MAX: usize = 40_000;
+const WIDTH_PX: f64 = 1200.0;
+const HEIGHT_PX: f64 = 360.0;
+const MARGIN_PX: f64 = 50.0;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// (invoke time, latency, outcome, f) of every completed client operation.
+fn operations(events: &[Event]) -> Vec<(u64, u64, &'static str, String)> {
+    let mut open: BTreeMap<u64, &Event> = BTreeMap::new();
+    let mut out = Vec::new();
+    for event in events {
+        if event.kind == "invoke" {
+            open.insert(event.process, event);
+        } else if let Some(invoke) = open.remove(&event.process) {
+            out.push((
+                invoke.time_ns,
+                event.time_ns.saturating_sub(invoke.time_ns),
+                event.kind,
+                invoke.f.clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// Fault windows (start, end, label) from the fault log.
+fn windows(faults: &[FaultRecord], end_ns: u64) -> Vec<(u64, u64, String)> {
+    let mut out = Vec::new();
+    let mut open: Vec<&FaultRecord> = Vec::new();
+    for fault in faults {
+        match fault.phase {
+            "start" => open.push(fault),
+            "end" => {
+                if let Some(position) = open
+                    .iter()
+                    .position(|f| f.kind == fault.kind && f.detail == fault.detail)
+                {
+                    let start = open.remove(position);
+                    out.push((start.time_ns, fault.time_ns, start.kind.clone()));
+                }
+            }
+            _ => out.push((fault.time_ns, fault.time_ns, fault.kind.clone())),
+        }
+    }
+    for start in open {
+        out.push((start.time_ns, end_ns, start.kind.clone()));
+    }
+    out
+}
+
+fn color(kind: &str) -> &'static str {
+    match kind {
+        "ok" => "#2a9d4a",
+        "fail" => "#d33",
+        _ => "#e69500",
+    }
+}
+
+pub fn render(
+    summary: &Summary,
+    events: &[Event],
+    faults: &[FaultRecord],
+    config: &CampaignConfig,
+    has_check_page: bool,
+) -> String {
+    let mut out = String::with_capacity(256 * 1024);
+    let ops = operations(events);
+    let end_ns = events.last().map_or(1, |e| e.time_ns.max(1));
+    let seconds = end_ns as f64 / 1e9;
+    let class = match summary.verdict {
+        "valid" => "good",
+        "invalid" => "bad",
+        _ => "unknown",
+    };
+    out.push_str(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>keel nemesis</title><style>",
+    );
+    out.push_str("body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1300px}h1{font-size:22px}h2{font-size:17px;margin-top:28px}.verdict{padding:3px 10px;border-radius:4px;color:#fff}.good{background:#2a9d4a}.bad{background:#d33}.unknown{background:#e69500}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}svg{background:#fafafa;border:1px solid #ddd}.meta{color:#555}li.problem{color:#b00;font-weight:600}");
+    out.push_str("</style></head><body>");
+    let _ = write!(
+        out,
+        "<h1>keel nemesis <span class=\"verdict {class}\">{}</span></h1><p class=\"meta\">{} ops · {} ok · {} fail · {} info · {} faults · {:.1} s run · {} nodes · seed {} · mix {} · election timeout {} ms{}</p>",
+        summary.verdict,
+        summary.ops,
+        summary.ok,
+        summary.fail,
+        summary.info,
+        summary.faults,
+        summary.elapsed_ms as f64 / 1e3,
+        config.nodes,
+        config.seed,
+        escape(&config.faults.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")),
+        config.election_timeout_ms,
+        config
+            .mutant
+            .as_ref()
+            .map(|m| format!(" · <b>mutant {}</b>", escape(m)))
+            .unwrap_or_default()
+    );
+    out.push_str("<p class=\"meta\">The seed fixes the fault schedule and the workload's choices; the real system's timing still varies from run to run, so a rerun is similar, not identical.</p>");
+    out.push_str("<h2>Findings</h2><ul>");
+    if summary.problems.is_empty() {
+        out.push_str("<li>No violation found.</li>");
+    }
+    for problem in &summary.problems {
+        let _ = write!(out, "<li class=\"problem\">{}</li>", escape(problem));
+    }
+    for note in &summary.notes {
+        let _ = write!(out, "<li>{}</li>", escape(note));
+    }
+    out.push_str("</ul>");
+    if has_check_page {
+        out.push_str("<p>The checker's visualization of the registers: <a href=\"linearizability.html\">linearizability.html</a> (same directory).</p>");
+    }
+    let _ = write!(
+        out,
+        "<h2>Checks</h2><pre>{}</pre>",
+        escape(&serde_json::to_string_pretty(&summary.json).unwrap_or_default())
+    );
+
+    // Latency plot.
+    let plot_w = WIDTH_PX - 2.0 * MARGIN_PX;
+    let plot_h = HEIGHT_PX - 2.0 * MARGIN_PX;
+    let x = |t_ns: u64| MARGIN_PX + plot_w * (t_ns as f64 / end_ns as f64);
+    let latency_max_ms = ops.iter().map(|o| o.1 as f64 / 1e6).fold(10.0, f64::max);
+    let log_max = latency_max_ms.log10();
+    let log_min = -1.0; // 0.1 ms
+    let y = |latency_ns: u64| {
+        let ms = (latency_ns as f64 / 1e6).max(0.1);
+        HEIGHT_PX - MARGIN_PX - plot_h * ((ms.log10() - log_min) / (log_max - log_min))
+    };
+    out.push_str("<h2>Latency of every operation (log scale; shaded: fault windows)</h2>");
+    let _ = write!(
+        out,
+        "<svg width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" xmlns=\"http://www.w3.org/2000/svg\">"
+    );
+    let fault_windows = windows(faults, end_ns);
+    for (start, end, label) in &fault_windows {
+        let x0 = x(*start);
+        let width = (x(*end) - x0).max(1.5);
+        let _ = write!(
+            out,
+            "<rect x=\"{x0:.1}\" y=\"{MARGIN_PX}\" width=\"{width:.1}\" height=\"{plot_h}\" fill=\"#8888ff\" fill-opacity=\"0.15\"><title>{}</title></rect><text x=\"{x0:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#558\">{}</text>",
+            escape(label),
+            MARGIN_PX - 4.0,
+            escape(label)
+        );
+    }
+    for decade in (log_min as i32)..=(log_max.ceil() as i32) {
+        let ms = 10f64.powi(decade);
+        let yy = HEIGHT_PX - MARGIN_PX - plot_h * ((ms.log10() - log_min) / (log_max - log_min));
+        if yy < MARGIN_PX - 1.0 {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "<line x1=\"{MARGIN_PX}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"4\" y=\"{:.1}\" font-size=\"10\">{ms} ms</text>",
+            WIDTH_PX - MARGIN_PX,
+            yy + 3.0
+        );
+    }
+    let step = (ops.len() / POINTS_DRAWN_MAX).max(1);
+    for (t, latency, kind, f) in ops.iter().step_by(step) {
+        let _ = write!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.6\" fill=\"{}\" fill-opacity=\"0.6\"><title>{} {} {:.1} ms</title></circle>",
+            x(*t),
+            y(*latency),
+            color(kind),
+            escape(f),
+            kind,
+            *latency as f64 / 1e6
+        );
+    }
+    for second in 0..=(seconds as u64) {
+        if second % 5 != 0 && seconds > 30.0 {
+            continue;
+        }
+        let xx = x(second * 1_000_000_000);
+        let _ = write!(
+            out,
+            "<text x=\"{xx:.1}\" y=\"{:.1}\" font-size=\"10\">{second}s</text>",
+            HEIGHT_PX - MARGIN_PX + 14.0
+        );
+    }
+    out.push_str("</svg><p class=\"meta\"><span style=\"color:#2a9d4a\">● ok</span> <span style=\"color:#d33\">● fail</span> <span style=\"color:#e69500\">● info (unknown)</span></p>");
+
+    // Throughput per second by outcome.
+    let buckets = (seconds.ceil() as usize).max(1);
+    let mut per_second = vec![[0u64; 3]; buckets];
+    for (t, latency, kind, _) in &ops {
+        let bucket = (((t + latency) / 1_000_000_000) as usize).min(buckets - 1);
+        let slot = match *kind {
+            "ok" => 0,
+            "fail" => 1,
+            _ => 2,
+        };
+        per_second[bucket][slot] += 1;
+    }
+    let peak = per_second
+        .iter()
+        .map(|b| b.iter().sum::<u64>())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let bar_w = plot_w / buckets as f64;
+    out.push_str("<h2>Throughput per second by outcome</h2>");
+    let _ = write!(
+        out,
+        "<svg width=\"{WIDTH_PX}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        HEIGHT_PX * 0.6
+    );
+    let base = HEIGHT_PX * 0.6 - 20.0;
+    let scale = (base - 20.0) / peak;
+    for (index, bucket) in per_second.iter().enumerate() {
+        let mut top = base;
+        for (slot, kind) in ["ok", "fail", "info"].iter().enumerate() {
+            let h = bucket[slot] as f64 * scale;
+            top -= h;
+            let _ = write!(
+                out,
+                "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{index}s {kind}: {}</title></rect>",
+                MARGIN_PX + bar_w * index as f64,
+                (bar_w - 0.5).max(0.5),
+                color(kind),
+                bucket[slot]
+            );
+        }
+    }
+    let _ = write!(
+        out,
+        "<text x=\"4\" y=\"24\" font-size=\"10\">{peak} ops/s</text></svg>"
+    );
+
+    // Fault timeline.
+    out.push_str("<h2>Fault timeline</h2><table><tr><th>time</th><th>phase</th><th>fault</th><th>detail</th></tr>");
+    for fault in faults {
+        let _ = write!(
+            out,
+            "<tr><td>{:.2}s</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            fault.time_ns as f64 / 1e9,
+            fault.phase,
+            escape(&fault.kind),
+            escape(&fault.detail)
+        );
+    }
+    out.push_str("</table><p class=\"meta\">Files: history.jsonl (keel check format), faults.jsonl, summary.json, cluster/node-*.log.</p></body></html>\n");
+    out
+}
