@@ -28,7 +28,19 @@ pub enum Command {
         session: Option<SessionTag>,
         request: WriteRequest,
     },
+    /// Anchor node `node`'s audit chain in the log: its audit file had head hash `head` at record
+    /// `seq` (see crates/keel-audit). Changes no key, no revision and no session; the apply
+    /// result carries the anchor back (`Response::AuditAnchored`) so every node can append an
+    /// `anchor_committed` audit record at this entry's (term, index).
+    AuditAnchor {
+        node: u64,
+        seq: u64,
+        head: [u8; AUDIT_HEAD_BYTES],
+    },
 }
+
+/// Size of an audit chain head hash (SHA-256) carried by `Command::AuditAnchor`.
+pub const AUDIT_HEAD_BYTES: usize = 32;
 
 /// Exactly-once tag (Raft dissertation §6.3). `seq` numbers the client's requests;
 /// `lowest_unacked_seq` tells the state machine it may forget results for smaller seqs.
@@ -136,6 +148,12 @@ impl Wire for Command {
                 session.write(w);
                 request.write(w);
             }
+            Command::AuditAnchor { node, seq, head } => {
+                w.u8(3);
+                w.varint(*node);
+                w.varint(*seq);
+                w.raw(head);
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -148,9 +166,22 @@ impl Wire for Command {
                 session: Option::<SessionTag>::read(r)?,
                 request: WriteRequest::read(r)?,
             },
+            3 => Command::AuditAnchor {
+                node: r.varint()?,
+                seq: r.varint()?,
+                head: read_audit_head(r)?,
+            },
             _ => return Err(r.error("unknown command tag")),
         })
     }
+}
+
+/// Exactly `AUDIT_HEAD_BYTES` raw bytes (no length prefix: the size is fixed).
+pub(crate) fn read_audit_head(r: &mut Reader<'_>) -> Result<[u8; AUDIT_HEAD_BYTES], DecodeError> {
+    let slice = r.slice(AUDIT_HEAD_BYTES)?;
+    let mut head = [0u8; AUDIT_HEAD_BYTES];
+    head.copy_from_slice(slice);
+    Ok(head)
 }
 
 impl Wire for SessionTag {

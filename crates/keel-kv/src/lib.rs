@@ -19,6 +19,10 @@
 //! - Serve reads with [`StateMachine::get`] / [`StateMachine::range`] after ReadIndex or under a
 //!   lease; each returns the revision and applied index it was served at.
 //! - Snapshot with [`StateMachine::snapshot`], install with [`StateMachine::restore`].
+//! - Audit anchors: propose `Command::AuditAnchor { node, seq, head }` (the node's audit chain
+//!   head, see crates/keel-audit); applying it changes no key, revision or session and returns
+//!   `Response::AuditAnchored { node, seq, head }` on every replica, from which each node appends
+//!   an `anchor_committed` audit record at the entry's (term, index).
 //! - `Config::dedup_disabled` is the `--mutant no-session-dedup` hook: test only.
 //!
 //! ```
@@ -82,7 +86,7 @@ mod types;
 pub use codec::DecodeError;
 pub use command::{
     CasRequest, Command, DeleteRequest, PutRequest, RangeRequest, SessionTag, TxnOp, TxnRequest,
-    WriteRequest, COMMAND_ENCODING_VERSION,
+    WriteRequest, AUDIT_HEAD_BYTES, COMMAND_ENCODING_VERSION,
 };
 pub use config::Config;
 pub use error::{KvError, TxnBranch};

@@ -144,6 +144,14 @@ impl StateMachine {
                 session: Some(tag),
                 request,
             } => self.apply_tagged_write(&tag, &request),
+            Command::AuditAnchor { node, seq, head } => {
+                // Evidence only: no key, revision or session changes (the caller asserts the
+                // revision; sessions expire by entry time exactly as for a no-op).
+                let revision_before = self.store.revision;
+                let result = self.result(false, Ok(Response::AuditAnchored { node, seq, head }));
+                assert!(self.store.revision == revision_before);
+                result
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{DecodeError, Reader, Wire, Writer};
-use crate::command::COMMAND_ENCODING_VERSION;
+use crate::command::{read_audit_head, AUDIT_HEAD_BYTES, COMMAND_ENCODING_VERSION};
 use crate::error::KvError;
 use crate::types::KeyValue;
 
@@ -23,12 +23,22 @@ pub struct ApplyResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    SessionRegistered { client_id: u64 },
-    SessionKeptAlive { client_id: u64 },
+    SessionRegistered {
+        client_id: u64,
+    },
+    SessionKeptAlive {
+        client_id: u64,
+    },
     Put(PutResponse),
     Delete(DeleteResponse),
     CompareAndSwap(CasResponse),
     Txn(TxnResponse),
+    /// `Command::AuditAnchor` applied: node `node`'s audit chain had head `head` at record `seq`.
+    AuditAnchored {
+        node: u64,
+        seq: u64,
+        head: [u8; AUDIT_HEAD_BYTES],
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +193,12 @@ impl Wire for Response {
                 w.u8(5);
                 txn.write(w);
             }
+            Response::AuditAnchored { node, seq, head } => {
+                w.u8(6);
+                w.varint(*node);
+                w.varint(*seq);
+                w.raw(head);
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -197,6 +213,11 @@ impl Wire for Response {
             3 => Response::Delete(DeleteResponse::read(r)?),
             4 => Response::CompareAndSwap(CasResponse::read(r)?),
             5 => Response::Txn(TxnResponse::read(r)?),
+            6 => Response::AuditAnchored {
+                node: r.varint()?,
+                seq: r.varint()?,
+                head: read_audit_head(r)?,
+            },
             _ => return Err(r.error("unknown response tag")),
         })
     }
