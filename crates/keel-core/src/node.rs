@@ -48,6 +48,9 @@ pub struct Write {
     pub hard_state: Option<HardState>,
     /// Entries up to and including this index may be purged (a durable snapshot covers them).
     pub compact_to: Option<Index>,
+    /// Repair mode ended (`Note::RepairCompleted`): storage may now forget that this node is
+    /// repairing. Losing this write in a crash only makes the node repair again.
+    pub repair_completed: bool,
 }
 
 impl Write {
@@ -57,6 +60,7 @@ impl Write {
             && self.entries.is_empty()
             && self.hard_state.is_none()
             && self.compact_to.is_none()
+            && !self.repair_completed
     }
 }
 

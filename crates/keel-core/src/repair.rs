@@ -10,6 +10,9 @@
 //!   progress still counts the lost acknowledgements) steps down and the next leader probes it
 //!   from scratch.
 //!
+//! The driver persists the flag (keel-persist keeps a marker file from the repairing open until
+//! it performs a `Write` with `repair_completed`), so a crash while repairing restarts repairing.
+//!
 //! It is caught up (and the flag clears, `Note::RepairCompleted`) once its log durably holds a
 //! leader's log up to an entry of that leader's term, which is newer than any term the node had
 //! before the damage, and up to that leader's commit index. Every entry committed with the
@@ -89,6 +92,7 @@ impl Node {
             return;
         }
         self.repair = None;
+        self.open_write.repair_completed = true;
         self.out.notes.push(Note::RepairCompleted { index, term });
     }
 }

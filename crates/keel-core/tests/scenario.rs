@@ -273,6 +273,9 @@ fn fmt_write(w: &Write) -> String {
     if let Some(c) = w.compact_to {
         let _ = write!(s, " compact-to={c}");
     }
+    if w.repair_completed {
+        s.push_str(" repair-completed");
+    }
     s
 }
 

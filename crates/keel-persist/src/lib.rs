@@ -33,6 +33,9 @@ pub struct Recovery {
     pub snapshot: Option<Snapshot>,
     /// What repair mode discarded (empty unless opened with `repair`).
     pub repairs: Vec<String>,
+    /// Start the core with `Node::new_repairing`: this open repaired damage, or the node crashed
+    /// while repairing (storage's `REPAIRING` marker, removed by a `Write::repair_completed`).
+    pub repairing: bool,
 }
 
 /// Opens and recovers a data directory. Damage to synced data is an error naming file and
@@ -116,6 +119,7 @@ pub fn open<I: Io>(
             restored,
             snapshot,
             repairs: recovered.repairs,
+            repairing: recovered.repairing,
         },
     ))
 }
@@ -153,6 +157,9 @@ pub fn stage<I: Io>(st: &mut Storage<I>, writes: &[Write]) -> keel_storage::Resu
         }
     }
     staged.hard_state = last_hs;
+    if writes.iter().any(|w| w.repair_completed) {
+        st.clear_repairing()?;
+    }
     for w in writes {
         if let Some(s) = &w.snapshot {
             let newer = st.snapshots.latest().is_none_or(|l| s.meta.index > l.index);

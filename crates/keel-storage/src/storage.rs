@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::hard_state::{HardState, HardStateRecovery, HardStateStore};
-use crate::io::Io;
+use crate::io::{Io, IoFile};
 use crate::snapshot::{SnapshotMeta, SnapshotRecovery, SnapshotStore};
 use crate::wal::{Wal, WalOptions, WalRecovery};
 
 pub const LOCK_FILE: &str = "LOCK";
 pub const WAL_DIR: &str = "wal";
 pub const SNAP_DIR: &str = "snap";
+/// Present while the node is in repair mode (docs/storage.md, "Repair marker").
+pub const REPAIRING_FILE: &str = "REPAIRING";
+/// Most bytes of audit text kept in the repair marker.
+const REPAIRING_TEXT_BYTES_MAX: usize = 64 << 10;
 
 #[derive(Clone, Debug, Default)]
 pub struct StorageOptions {
@@ -32,6 +36,9 @@ pub struct Recovered {
     pub snapshot_recovery: SnapshotRecovery,
     /// Human-readable audit lines, one per thing repair mode discarded.
     pub repairs: Vec<String>,
+    /// The node must start in repair mode: this open repaired damage, or an earlier one did
+    /// and the node has not yet reported catching up ([`Storage::clear_repairing`]).
+    pub repairing: bool,
 }
 
 impl Recovered {
@@ -45,6 +52,7 @@ pub struct Storage<I: Io> {
     pub hard_state: HardStateStore<I>,
     pub snapshots: SnapshotStore<I>,
     dir: PathBuf,
+    io: I,
     _lock: Arc<I::Lock>,
 }
 
@@ -68,8 +76,12 @@ impl<I: Io> Storage<I> {
         let (hard_state, hard_state_recovery) = HardStateStore::open(&io, dir, repair)?;
         let mut wal_options = options.wal.clone();
         wal_options.repair = repair;
-        let (mut wal, wal_recovery) =
-            Wal::open_locked(io, &dir.join(WAL_DIR), wal_options, Some(lock.clone()))?;
+        let (mut wal, wal_recovery) = Wal::open_locked(
+            io.clone(),
+            &dir.join(WAL_DIR),
+            wal_options,
+            Some(lock.clone()),
+        )?;
         let mut repairs = Vec::new();
         if let Some(r) = &snapshot_recovery.repaired {
             repairs.push(format!("discarded damaged snapshot: {r}"));
@@ -119,13 +131,23 @@ impl<I: Io> Storage<I> {
             repairs.push(format!("{reason}; commit lowered to {end}"));
             hard.commit = end;
         }
+        let marker = dir.join(REPAIRING_FILE);
+        let marker_present = io
+            .exists(&marker)
+            .map_err(|e| Error::io("stat", &marker, e))?;
         let mut storage = Storage {
             wal,
             hard_state,
             snapshots,
             dir: dir.to_path_buf(),
+            io,
             _lock: lock,
         };
+        if !repairs.is_empty() {
+            // Durable before the node starts: a crash while repairing must restart repairing.
+            storage.write_repairing(&repairs)?;
+        }
+        let repairing = marker_present || !repairs.is_empty();
         if hard != *storage.hard_state.get() {
             storage.hard_state.save(&hard)?;
         }
@@ -141,8 +163,51 @@ impl<I: Io> Storage<I> {
             hard_state_recovery,
             snapshot_recovery,
             repairs,
+            repairing,
         };
         Ok((storage, recovered))
+    }
+
+    /// Writes the repair marker (the audit text, truncated) durably: file synced, then the
+    /// directory.
+    fn write_repairing(&mut self, repairs: &[String]) -> Result<()> {
+        let path = self.dir.join(REPAIRING_FILE);
+        let mut text = repairs.join("\n").into_bytes();
+        text.truncate(REPAIRING_TEXT_BYTES_MAX);
+        text.push(b'\n');
+        let mut file = self
+            .io
+            .create(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        file.write_all_at(&text, 0)
+            .map_err(|e| Error::fatal("write", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::fatal("fdatasync", &path, e))?;
+        self.io
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::fatal("fsync dir", &self.dir, e))?;
+        assert!(self.io.exists(&path).unwrap_or(true), "marker written");
+        Ok(())
+    }
+
+    /// The node caught up after a repair (the core's `Write::repair_completed`): removes the
+    /// marker durably. Idempotent.
+    pub fn clear_repairing(&mut self) -> Result<()> {
+        let path = self.dir.join(REPAIRING_FILE);
+        let present = self
+            .io
+            .exists(&path)
+            .map_err(|e| Error::io("stat", &path, e))?;
+        if !present {
+            return Ok(());
+        }
+        self.io
+            .remove_file(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+        self.io
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::fatal("fsync dir", &self.dir, e))?;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

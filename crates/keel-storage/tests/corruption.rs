@@ -194,14 +194,24 @@ fn repair_mode_cuts_damage_and_reports_it() {
         recovered.repairs
     );
     assert_eq!(st.wal.last_index(), 6);
+    assert!(recovered.repairing, "repair mode starts the node repairing");
     // The log continues and the next open is clean.
     st.wal.append(&[entry(7)]).unwrap();
     st.wal.sync().unwrap();
     drop(st);
-    let (st, recovered) =
+    // A crash while repairing: the marker was durable before the node started.
+    io.crash();
+    let (mut st, recovered) =
         Storage::open(io.clone(), Path::new(DIR), options()).expect("clean after repair");
     assert!(!recovered.repaired());
+    assert!(recovered.repairing, "still repairing until cleared");
     assert_eq!(st.wal.last_index(), 7);
+    st.clear_repairing().unwrap();
+    st.clear_repairing().unwrap();
+    drop(st);
+    io.crash();
+    let (_, recovered) = Storage::open(io.clone(), Path::new(DIR), options()).unwrap();
+    assert!(!recovered.repairing, "the cleared marker stays cleared");
 }
 
 #[test]
