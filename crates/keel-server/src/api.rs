@@ -3,9 +3,11 @@
 //! turn the answer into JSON. Every response carries the X-Keel-* header block; every error is
 //! `{"code", "message", "retry", ...}`.
 
+use crate::admission::Share;
 use crate::codec::{Addresses, Envelope};
 use crate::error::{leader_json, ApiError};
-use crate::runtime::{ReadLevel, ReadOk, ReadQuery, ReadResult, Reply, Request, WriteOk};
+use crate::metrics::{bounded_label, CODES, LEVELS};
+use crate::runtime::{Queued, ReadLevel, ReadOk, ReadQuery, ReadResult, Reply, Request, WriteOk};
 use crate::shared::{Header, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -36,7 +38,10 @@ const BODY_OVERHEAD_BYTES: usize = 64 << 10;
 #[derive(Clone)]
 pub struct ApiState {
     pub shared: Arc<Shared>,
-    pub requests: mpsc::Sender<Request>,
+    /// Writes and admin requests.
+    pub requests: mpsc::Sender<Queued>,
+    /// Reads (their own queue: cheap reads stay cheap under a write overload).
+    pub reads: mpsc::Sender<Queued>,
     pub http: reqwest::Client,
     pub request_timeout_ms: u64,
     pub key_bytes_max: usize,
@@ -69,6 +74,10 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admit_and_measure,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             header_block,
@@ -118,9 +127,105 @@ async fn header_block(
     resp
 }
 
+/// The operation a request is, from its method and path (None: not a client KV/admin call,
+/// e.g. status, metrics, health, unknown routes).
+fn classify(method: &Method, path: &str) -> Option<&'static str> {
+    let kv = path.starts_with("/v1/kv/") || path.starts_with("/v1/kv-b64/");
+    let op = match (method.as_str(), path) {
+        ("GET", _) if kv => "get",
+        ("PUT", _) if kv => "put",
+        ("DELETE", _) if kv => "delete",
+        ("POST", "/v1/range") => "range",
+        ("POST", "/v1/cas") => "cas",
+        ("POST", "/v1/txn") => "txn",
+        ("POST", "/v1/sessions") => "session",
+        ("POST", "/v1/leader/transfer") => "transfer",
+        ("POST", p) | ("DELETE", p) if p.starts_with("/v1/members") => "members",
+        _ => return None,
+    };
+    Some(op)
+}
+
+/// Header naming a client for fair shares (else its IP address is used).
+const CLIENT_ID_HEADER: &str = "x-keel-client-id";
+const CLIENT_ID_BYTES_MAX: usize = 64;
+
+/// Middleware: per-client fair share at the boundary (before any queueing), then request
+/// metrics with bounded labels only (operation, read level, response code).
+async fn admit_and_measure(
+    State(state): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(op) = classify(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let started = std::time::Instant::now();
+    let identity: Vec<u8> = match req.headers().get(CLIENT_ID_HEADER) {
+        Some(v) if v.len() <= CLIENT_ID_BYTES_MAX => v.as_bytes().to_vec(),
+        _ => req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+    };
+    let query_level = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("read=")))
+        .map(|l| {
+            if l.starts_with("bounded") {
+                "bounded"
+            } else {
+                l
+            }
+        })
+        .map(|l| bounded_label(l, &LEVELS, "linearizable"))
+        .unwrap_or("linearizable");
+    let resp = match state.shared.admission.acquire(Share::Client, &identity) {
+        Some(_slot) => next.run(req).await,
+        None => {
+            state.shared.reject("client_share");
+            ApiError::overloaded(
+                "node",
+                50,
+                "this client's share of in-flight requests is used up",
+            )
+            .into_response()
+        }
+    };
+    let code = resp
+        .headers()
+        .get(ERROR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|c| bounded_label(c, &CODES, "OTHER"))
+        .unwrap_or("OK");
+    let level = resp
+        .headers()
+        .get(READ_LEVEL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| bounded_label(l, &LEVELS, "linearizable"))
+        .unwrap_or(query_level);
+    state
+        .shared
+        .metrics
+        .request(op, level, code, started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Response header carrying an error's code (also read back by the metrics middleware).
+const ERROR_HEADER: &str = "x-keel-error";
+/// Response header carrying the read level a read was served at.
+const READ_LEVEL_HEADER: &str = "x-keel-read-level";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut resp = (self.status(), Json(self.body())).into_response();
+        resp.headers_mut().insert(
+            HeaderName::from_static(ERROR_HEADER),
+            HeaderValue::from_static(self.code),
+        );
+        resp
     }
 }
 
@@ -339,12 +444,18 @@ fn session_tag(s: &Option<SessionIn>) -> Result<Option<SessionTag>, ApiError> {
 
 async fn call<T>(state: &ApiState, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ApiError> {
     if state.shared.is_shutting_down() {
-        state.shared.metrics.reject("shutting_down");
+        state.shared.reject("shutting_down");
         return Err(ApiError::unavailable("node is shutting down").retry("other_node"));
     }
     let (tx, rx) = oneshot::channel();
-    if state.requests.try_send(make(tx)).is_err() {
-        state.shared.metrics.reject("queue_full");
+    let req = make(tx);
+    let lane = if matches!(req, Request::Read { .. }) {
+        &state.reads
+    } else {
+        &state.requests
+    };
+    if lane.try_send(req.queued()).is_err() {
+        state.shared.reject("queue_full");
         return Err(ApiError::overloaded("node", 50, "request queue is full"));
     }
     match tokio::time::timeout(Duration::from_millis(state.request_timeout_ms + 1000), rx).await {
@@ -363,6 +474,22 @@ async fn write_call(
     session: Option<SessionTag>,
     forward: Option<(Method, Uri, Bytes)>,
 ) -> Result<WriteOk, Response> {
+    // A hot key gets its share of in-flight writes, not the node's.
+    let _key_slot = match write_key(&command) {
+        Some(key) => match state.shared.admission.acquire(Share::Key, key) {
+            Some(slot) => Some(slot),
+            None => {
+                state.shared.reject("key_share");
+                return Err(ApiError::overloaded(
+                    "node",
+                    50,
+                    "too many writes in flight for this key",
+                )
+                .into_response());
+            }
+        },
+        None => None,
+    };
     let payload = Envelope::KvCommand(command.encode()).encode();
     let sess = session.map(|s| (s.client_id, s.seq));
     let result = call(state, |reply| Request::Write {
@@ -374,6 +501,22 @@ async fn write_call(
     match result {
         Ok(ok) => Ok(ok),
         Err(e) => Err(maybe_forward(state, e, forward).await),
+    }
+}
+
+/// The key a single-key write touches (for the per-key fair share).
+fn write_key(command: &Command) -> Option<&[u8]> {
+    match command {
+        Command::Write { request, .. } => match request {
+            WriteRequest::Put(p) => Some(&p.key),
+            WriteRequest::Delete(d) => match &d.range {
+                KeyRange::Key(k) => Some(k),
+                _ => None,
+            },
+            WriteRequest::CompareAndSwap(c) => Some(&c.key),
+            WriteRequest::Txn(_) => None,
+        },
+        _ => None,
     }
 }
 
@@ -461,11 +604,17 @@ fn write_result(
 
 fn read_result(ok: ReadOk, shape: impl FnOnce(ReadResult) -> Map<String, Value>) -> Response {
     let mut body = shape(ok.result);
+    let level = ok.served.level;
     body.insert(
         "served".into(),
         serde_json::to_value(&ok.served).expect("served serializes"),
     );
-    ok_json(&ok.header, body)
+    let mut resp = ok_json(&ok.header, body);
+    resp.headers_mut().insert(
+        HeaderName::from_static(READ_LEVEL_HEADER),
+        HeaderValue::from_static(level),
+    );
+    resp
 }
 
 // ----- Key-value routes -----

@@ -52,6 +52,18 @@ pub struct ServerConfig {
     pub client_queue_max: usize,
     /// Proposals in flight (proposed, not yet applied) before OVERLOADED.
     pub inflight_proposals_max: usize,
+    /// Reads waiting for the node loop (their own queue, polled before writes).
+    pub read_queue_max: usize,
+    /// In-flight requests per client bucket (identity: `x-keel-client-id` or IP).
+    pub client_inflight_max: u32,
+    /// In-flight writes per key bucket.
+    pub key_inflight_max: u32,
+    /// CoDel target: queueing delay tolerated inside the node.
+    pub queue_delay_target_ms: u64,
+    /// CoDel interval: how long the delay must stay above target before refusing.
+    pub queue_delay_interval_ms: u64,
+    /// Writes are refused while commit index − applied index exceeds this.
+    pub apply_lag_entries_max: u64,
     /// Peer messages waiting for the node loop (beyond: dropped; Raft retries).
     pub peer_inbox_max: usize,
     /// Per peer and lane, messages waiting to be sent (beyond: dropped).
@@ -96,6 +108,12 @@ impl Default for ServerConfig {
             value_bytes_max: 1 << 20,
             client_queue_max: 4096,
             inflight_proposals_max: 8192,
+            read_queue_max: 4096,
+            client_inflight_max: 1024,
+            key_inflight_max: 256,
+            queue_delay_target_ms: 20,
+            queue_delay_interval_ms: 100,
+            apply_lag_entries_max: 50_000,
             peer_inbox_max: 8192,
             peer_outbox_max: 1024,
             request_timeout_ms: 0,
@@ -153,11 +171,22 @@ impl ServerConfig {
                 crate::persist::FSYNC_DELAY_MS_MAX
             ));
         }
+        if self.queue_delay_target_ms == 0
+            || self.queue_delay_interval_ms < self.queue_delay_target_ms
+        {
+            return Err(
+                "queue_delay_target_ms must be positive and at most queue_delay_interval_ms".into(),
+            );
+        }
         if self.snapshot_interval_entries == 0 {
             return Err("snapshot_interval_entries must be positive".into());
         }
         for (name, v) in [
             ("client_queue_max", self.client_queue_max),
+            ("read_queue_max", self.read_queue_max),
+            ("client_inflight_max", self.client_inflight_max as usize),
+            ("key_inflight_max", self.key_inflight_max as usize),
+            ("apply_lag_entries_max", self.apply_lag_entries_max as usize),
             ("inflight_proposals_max", self.inflight_proposals_max),
             ("peer_inbox_max", self.peer_inbox_max),
             ("peer_outbox_max", self.peer_outbox_max),

@@ -19,6 +19,7 @@
 //! everything else talks to it over bounded channels, and a full channel is an explicit refusal
 //! (OVERLOADED) or a dropped peer message (Raft retries), never unbounded memory.
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod codec;
@@ -37,7 +38,7 @@ pub use config::ServerConfig;
 use codec::{decode_snapshot_data, AddressBook, Addresses};
 use keel_core::{Membership, Node, Restored, SnapshotMeta};
 use keel_kv::StateMachine;
-use runtime::{Inputs, Request, Runtime};
+use runtime::{Inputs, Queued, Request, Runtime};
 use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub struct Server {
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub shared: Arc<Shared>,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<Queued>,
     loop_task: Option<JoinHandle<anyhow::Result<()>>>,
     http_task: JoinHandle<()>,
     listen_task: JoinHandle<()>,
@@ -142,6 +143,7 @@ impl Server {
             self_addresses,
             static_book,
             cfg.peer_routes.clone(),
+            admission::Admission::new(cfg.client_inflight_max, cfg.key_inflight_max),
         ));
 
         // The initial configuration: the listed peers, or this node alone.
@@ -196,6 +198,7 @@ impl Server {
         );
 
         let (req_tx, req_rx) = mpsc::channel(cfg.client_queue_max);
+        let (read_tx, read_rx) = mpsc::channel(cfg.read_queue_max);
         let (prio_tx, prio_rx) = mpsc::channel(cfg.peer_inbox_max);
         let (bulk_tx, bulk_rx) = mpsc::channel(cfg.peer_inbox_max);
         let (jobs_tx, jobs_rx) = mpsc::channel(1024);
@@ -217,6 +220,7 @@ impl Server {
         let state = api::ApiState {
             shared: shared.clone(),
             requests: req_tx.clone(),
+            reads: read_tx,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(4)
                 .build()?,
@@ -226,6 +230,7 @@ impl Server {
         };
         let app = api::router(state);
         let http_task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(client_listener, app).await {
                 tracing::error!(%e, "HTTP server failed");
             }
@@ -246,6 +251,7 @@ impl Server {
         rt.follower_reads_mutant = mutants.follower_reads;
         let inputs = Inputs {
             requests: req_rx,
+            reads: read_rx,
             peer_priority: prio_rx,
             peer_bulk: bulk_rx,
             persisted: done_rx,
@@ -269,7 +275,7 @@ impl Server {
         let (tx, rx) = oneshot::channel();
         if self
             .requests
-            .send(Request::Shutdown { reply: tx })
+            .send(Request::Shutdown { reply: tx }.queued())
             .await
             .is_ok()
         {
@@ -328,13 +334,18 @@ impl Server {
 }
 
 #[derive(Clone)]
-pub struct ShutdownSender(mpsc::Sender<Request>);
+pub struct ShutdownSender(mpsc::Sender<Queued>);
 
 impl ShutdownSender {
     /// Asks the node loop to shut down gracefully; returns once it has.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.0.send(Request::Shutdown { reply: tx }).await.is_ok() {
+        if self
+            .0
+            .send(Request::Shutdown { reply: tx }.queued())
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }

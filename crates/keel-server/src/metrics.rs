@@ -18,24 +18,90 @@ pub struct ModeLabel {
     pub mode: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpCodeLabel {
+    pub op: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLevelLabel {
+    pub op: &'static str,
+    pub level: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
 /// Reasons admission control refuses a request (the `reason` label's only values).
-pub const ADMISSION_REASONS: [&str; 5] = [
+pub const ADMISSION_REASONS: [&str; 9] = [
     "queue_full",
+    "queue_delay",
+    "client_share",
+    "key_share",
     "inflight_limit",
+    "apply_lag",
     "uncommitted_limit",
     "shutting_down",
     "body_too_large",
 ];
 /// Node modes (the `mode` label's only values).
-pub const MODES: [&str; 7] = [
+pub const MODES: [&str; 8] = [
     "healthy",
     "no_leader",
     "no_quorum",
     "catching_up",
+    "overloaded",
     "clock_untrusted",
     "disk_full",
     "shutting_down",
 ];
+/// Client API operations (the `op` label's only values). Reads are `get` and `range`.
+pub const OPS: [&str; 9] = [
+    "get", "range", "put", "delete", "cas", "txn", "session", "members", "transfer",
+];
+pub const READ_OPS: [&str; 2] = ["get", "range"];
+/// Read levels (`level` label); `none` for writes and admin requests.
+pub const LEVELS: [&str; 3] = ["linearizable", "bounded", "any"];
+/// Response codes (`code` label): OK or an error code; anything else is `OTHER`.
+pub const CODES: [&str; 15] = [
+    "OK",
+    "BAD_REQUEST",
+    "NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "PAYLOAD_TOO_LARGE",
+    "NOT_LEADER",
+    "NO_LEADER",
+    "OUTCOME_UNKNOWN",
+    "OVERLOADED",
+    "STALE_BOUND_UNMET",
+    "NO_SPACE",
+    "SESSION_EXPIRED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "OTHER",
+];
+/// Endpoint classes for retries and timeouts (`class` label).
+pub const CLASSES: [&str; 3] = ["read", "write", "admin"];
+
+/// Maps any string to the bounded label value it stands for (a static from `values`), or
+/// `fallback`. User input never becomes a label value.
+pub fn bounded_label(value: &str, values: &[&'static str], fallback: &'static str) -> &'static str {
+    values
+        .iter()
+        .copied()
+        .find(|v| *v == value)
+        .unwrap_or(fallback)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +125,11 @@ pub struct Metrics {
     pub quorum_ack_latency_seconds: Histogram,
     pub wal_fsync_seconds: Histogram,
     pub apply_lag_entries: Gauge,
+    pub requests_total: Family<OpCodeLabel, Counter>,
+    pub request_latency_seconds: HistogramFamily<OpLevelLabel>,
+    pub request_timeouts_total: Family<ClassLabel, Counter>,
+    pub request_retries_total: Family<ClassLabel, Counter>,
+    pub mode_transitions_total: Family<ModeLabel, Counter>,
 }
 
 impl Metrics {
@@ -85,8 +156,41 @@ impl Metrics {
             quorum_ack_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             apply_lag_entries: Gauge::default(),
+            requests_total: Family::default(),
+            request_latency_seconds: Family::new_with_constructor(request_histogram),
+            request_timeouts_total: Family::default(),
+            request_retries_total: Family::default(),
+            mode_transitions_total: Family::default(),
             registry: Registry::default(),
         };
+        for op in OPS {
+            for code in CODES {
+                let _ = m.requests_total.get_or_create(&OpCodeLabel { op, code });
+            }
+            let levels: &[&'static str] = if READ_OPS.contains(&op) {
+                &LEVELS
+            } else {
+                &["none"]
+            };
+            for &level in levels {
+                for outcome in ["ok", "error"] {
+                    let _ = m.request_latency_seconds.get_or_create(&OpLevelLabel {
+                        op,
+                        level,
+                        outcome,
+                    });
+                }
+            }
+        }
+        for class in CLASSES {
+            let _ = m
+                .request_timeouts_total
+                .get_or_create(&ClassLabel { class });
+            let _ = m.request_retries_total.get_or_create(&ClassLabel { class });
+        }
+        for mode in MODES {
+            let _ = m.mode_transitions_total.get_or_create(&ModeLabel { mode });
+        }
         for r in ADMISSION_REASONS {
             let _ = m
                 .admission_rejected_total
@@ -179,11 +283,81 @@ impl Metrics {
             "Commit index minus applied index",
             m.apply_lag_entries.clone(),
         );
+        registry.register(
+            "requests",
+            "Client API requests by operation and response code",
+            m.requests_total.clone(),
+        );
+        registry.register(
+            "request_latency_seconds",
+            "Client API request latency by operation, read level and outcome",
+            m.request_latency_seconds.clone(),
+        );
+        registry.register(
+            "request_timeouts",
+            "Requests that timed out inside the node (writes: OUTCOME_UNKNOWN)",
+            m.request_timeouts_total.clone(),
+        );
+        registry.register(
+            "request_retries",
+            "Retries seen: duplicate session writes, lease reads re-confirmed by ReadIndex",
+            m.request_retries_total.clone(),
+        );
+        registry.register(
+            "mode_transitions",
+            "Mode transitions, by the mode entered",
+            m.mode_transitions_total.clone(),
+        );
         Metrics { registry, ..m }
     }
 
+    /// Records one finished client request. Every argument must already be a bounded value.
+    pub fn request(&self, op: &'static str, level: &'static str, code: &'static str, seconds: f64) {
+        assert!(OPS.contains(&op), "op label {op:?} is not a bounded value");
+        assert!(
+            CODES.contains(&code),
+            "code label {code:?} is not a bounded value"
+        );
+        self.requests_total
+            .get_or_create(&OpCodeLabel { op, code })
+            .inc();
+        let level = if READ_OPS.contains(&op) {
+            level
+        } else {
+            "none"
+        };
+        let outcome = if code == "OK" { "ok" } else { "error" };
+        self.request_latency_seconds
+            .get_or_create(&OpLevelLabel { op, level, outcome })
+            .observe(seconds);
+    }
+
+    pub fn request_timeout(&self, class: &'static str) {
+        assert!(CLASSES.contains(&class));
+        self.request_timeouts_total
+            .get_or_create(&ClassLabel { class })
+            .inc();
+    }
+
+    pub fn request_retry(&self, class: &'static str) {
+        assert!(CLASSES.contains(&class));
+        self.request_retries_total
+            .get_or_create(&ClassLabel { class })
+            .inc();
+    }
+
+    pub fn mode_transition(&self, to: &'static str) {
+        assert!(MODES.contains(&to));
+        self.mode_transitions_total
+            .get_or_create(&ModeLabel { mode: to })
+            .inc();
+    }
+
     pub fn reject(&self, reason: &'static str) {
-        debug_assert!(ADMISSION_REASONS.contains(&reason));
+        assert!(
+            ADMISSION_REASONS.contains(&reason),
+            "unknown reason {reason:?}"
+        );
         self.admission_rejected_total
             .get_or_create(&ReasonLabel { reason })
             .inc();

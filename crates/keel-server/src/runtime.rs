@@ -8,6 +8,7 @@
 //! An entry replaced by another term's entry certainly failed (NOT_LEADER: retry at the
 //! leader); a write still unresolved at its deadline gets OUTCOME_UNKNOWN (it may yet commit).
 
+use crate::admission::CoDel;
 use crate::codec::{decode_snapshot_data, encode_snapshot_data, AddressBook, Envelope};
 use crate::error::ApiError;
 use crate::persist::{Done, Job};
@@ -24,6 +25,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+/// A node that refused anything within this window reports mode `overloaded`.
+const OVERLOADED_WINDOW_MS: u64 = 1000;
 
 /// Iterations of `ready()` handling per loop turn before other inputs get a chance.
 const READY_ROUNDS_MAX: usize = 64;
@@ -103,6 +107,12 @@ pub struct WriteOk {
 
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
+/// A request with the time it entered its queue (for the CoDel queueing-delay check).
+pub struct Queued {
+    pub at: std::time::Instant,
+    pub req: Request,
+}
+
 pub enum Request {
     /// Propose an envelope (see codec.rs). `session` is only echoed in OUTCOME_UNKNOWN.
     Write {
@@ -128,6 +138,39 @@ pub enum Request {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
+impl Request {
+    pub fn queued(self) -> Queued {
+        Queued {
+            at: std::time::Instant::now(),
+            req: self,
+        }
+    }
+
+    /// Client reads and writes may be refused for queueing delay; admin requests and shutdown
+    /// are rare and always go through.
+    fn sheddable(&self) -> bool {
+        matches!(self, Request::Read { .. } | Request::Write { .. })
+    }
+
+    /// Answers the request with `err` (a refusal before any work was done).
+    fn refuse(self, err: ApiError) {
+        match self {
+            Request::Write { reply, .. } | Request::ConfChange { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Request::Transfer { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Request::Read { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Request::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
 struct PendingWrite {
     term: Term,
     session: Option<(u64, u64)>,
@@ -146,7 +189,9 @@ struct PendingRead {
 }
 
 pub struct Inputs {
-    pub requests: mpsc::Receiver<Request>,
+    pub requests: mpsc::Receiver<Queued>,
+    /// Reads have their own queue, polled before writes.
+    pub reads: mpsc::Receiver<Queued>,
     pub peer_priority: mpsc::Receiver<keel_core::Message>,
     pub peer_bulk: mpsc::Receiver<keel_core::Message>,
     pub persisted: mpsc::Receiver<Done>,
@@ -176,6 +221,10 @@ pub struct Runtime {
     shutdown: Option<(u64, oneshot::Sender<()>)>,
     transfer_sent: bool,
     storage_failed: Option<String>,
+    codel_reads: CoDel,
+    codel_writes: CoDel,
+    /// The mode last published (transitions are logged and counted).
+    published_mode: &'static str,
     /// Mutant `follower-reads-as-linearizable`: a follower answers linearizable reads from its
     /// own state (a known bug the nemesis must catch). Only set with feature `mutants`.
     pub follower_reads_mutant: bool,
@@ -197,6 +246,7 @@ impl Runtime {
     ) -> Runtime {
         let last_commit = node.commit_index();
         shared.set_replicated_book(book.clone());
+        let (cfg_target, cfg_interval) = (cfg.queue_delay_target_ms, cfg.queue_delay_interval_ms);
         Runtime {
             cfg,
             node,
@@ -220,6 +270,9 @@ impl Runtime {
             shutdown: None,
             transfer_sent: false,
             storage_failed: None,
+            codel_reads: CoDel::new(cfg_target, cfg_interval),
+            codel_writes: CoDel::new(cfg_target, cfg_interval),
+            published_mode: "",
             follower_reads_mutant: false,
         }
     }
@@ -274,12 +327,20 @@ impl Runtime {
                         self.node.receive(now, m);
                     }
                 }
-                Some(r) = inputs.requests.recv() => {
+                Some(q) = inputs.reads.recv() => {
                     self.tick_now();
-                    self.on_request(r);
+                    self.on_queued(q);
                     for _ in 0..batch_max {
-                        let Ok(r) = inputs.requests.try_recv() else { break };
-                        self.on_request(r);
+                        let Ok(q) = inputs.reads.try_recv() else { break };
+                        self.on_queued(q);
+                    }
+                }
+                Some(q) = inputs.requests.recv() => {
+                    self.tick_now();
+                    self.on_queued(q);
+                    for _ in 0..batch_max {
+                        let Ok(q) = inputs.requests.try_recv() else { break };
+                        self.on_queued(q);
                     }
                 }
             }
@@ -334,7 +395,7 @@ impl Runtime {
     fn header(&self) -> Header {
         Header {
             term: self.node.term(),
-            leader: self.node.leader(),
+            leader: self.known_leader(),
             revision: self.sm.revision(),
             applied_index: self.sm.applied_index(),
             config_version: self.node.config_version(),
@@ -343,7 +404,7 @@ impl Runtime {
     }
 
     fn not_leader(&self) -> ApiError {
-        let leader = self.node.leader().filter(|&l| l != self.cfg.id);
+        let leader = self.known_leader().filter(|&l| l != self.cfg.id);
         ApiError::not_leader(
             leader.map(|id| (id, self.shared.client_addr(id))),
             self.node.term(),
@@ -355,6 +416,30 @@ impl Runtime {
         self.now.mono_ms + self.cfg.request_timeout_ms()
     }
 
+    /// Admission at dequeue: a request that waited in a standing queue past the CoDel target is
+    /// refused (OVERLOADED, reason `queue_delay`) before any work is done for it.
+    fn on_queued(&mut self, q: Queued) {
+        let sojourn_ms = q.at.elapsed().as_millis() as u64;
+        let now_ms = self.now.mono_ms;
+        let codel = if matches!(q.req, Request::Read { .. }) {
+            &mut self.codel_reads
+        } else {
+            &mut self.codel_writes
+        };
+        let refuse = codel.on_dequeue(now_ms, sojourn_ms);
+        if refuse && q.req.sheddable() {
+            self.shared.reject("queue_delay");
+            let retry_after_ms = self.cfg.queue_delay_interval_ms;
+            q.req.refuse(ApiError::overloaded(
+                "node",
+                retry_after_ms,
+                format!("queueing delay {sojourn_ms} ms is above the target (standing queue)"),
+            ));
+            return;
+        }
+        self.on_request(q.req);
+    }
+
     fn on_request(&mut self, r: Request) {
         let now = self.now;
         match r {
@@ -364,14 +449,27 @@ impl Runtime {
                 reply,
             } => {
                 if self.shutdown.is_some() {
-                    self.shared.metrics.reject("shutting_down");
+                    self.shared.reject("shutting_down");
                     let _ = reply.send(Err(
                         ApiError::unavailable("node is shutting down").retry("other_node")
                     ));
                     return;
                 }
+                let apply_lag = self
+                    .node
+                    .commit_index()
+                    .saturating_sub(self.sm.applied_index());
+                if apply_lag > self.cfg.apply_lag_entries_max {
+                    self.shared.reject("apply_lag");
+                    let _ = reply.send(Err(ApiError::overloaded(
+                        "node",
+                        100,
+                        format!("{apply_lag} committed entries are not applied yet"),
+                    )));
+                    return;
+                }
                 if self.pending_writes.len() >= self.cfg.inflight_proposals_max {
-                    self.shared.metrics.reject("inflight_limit");
+                    self.shared.reject("inflight_limit");
                     let _ = reply.send(Err(ApiError::overloaded(
                         "node",
                         50,
@@ -392,15 +490,9 @@ impl Runtime {
                     }
                     Err(e) => {
                         if matches!(e, keel_core::ProposeError::UncommittedLimit { .. }) {
-                            self.shared.metrics.reject("uncommitted_limit");
+                            self.shared.reject("uncommitted_limit");
                         }
-                        let shared = self.shared.clone();
-                        let contact = self.node.last_leader_contact_ms();
-                        let _ = reply.send(Err(ApiError::from_propose(
-                            e,
-                            |id| shared.client_addr(id),
-                            contact,
-                        )));
+                        let _ = reply.send(Err(self.propose_error(e)));
                     }
                 }
             }
@@ -417,13 +509,7 @@ impl Runtime {
                         self.pending_writes.insert(index, pw);
                     }
                     Err(e) => {
-                        let shared = self.shared.clone();
-                        let contact = self.node.last_leader_contact_ms();
-                        let _ = reply.send(Err(ApiError::from_propose(
-                            e,
-                            |id| shared.client_addr(id),
-                            contact,
-                        )));
+                        let _ = reply.send(Err(self.propose_error(e)));
                     }
                 }
             }
@@ -437,12 +523,7 @@ impl Runtime {
                     return;
                 };
                 let result = self.node.transfer_leader(now, target);
-                let shared = self.shared.clone();
-                let contact = self.node.last_leader_contact_ms();
-                let _ =
-                    reply.send(result.map(|()| target).map_err(|e| {
-                        ApiError::from_propose(e, |id| shared.client_addr(id), contact)
-                    }));
+                let _ = reply.send(result.map(|()| target).map_err(|e| self.propose_error(e)));
             }
             Request::Read {
                 level,
@@ -513,9 +594,33 @@ impl Runtime {
         }
     }
 
+    /// The leader as clients should see it: none while this node campaigns (a pre-candidate or
+    /// candidate has lost contact with the leader it knew; the core keeps that id for its
+    /// own bookkeeping, as etcd's raft does not).
+    fn known_leader(&self) -> Option<NodeId> {
+        match self.node.role() {
+            Role::PreCandidate | Role::Candidate => None,
+            _ => self.node.leader(),
+        }
+    }
+
+    /// A refused proposal as the client sees it (no stale leader hint while campaigning).
+    fn propose_error(&self, e: keel_core::ProposeError) -> ApiError {
+        let e = match e {
+            keel_core::ProposeError::NotLeader { term, .. } if self.known_leader().is_none() => {
+                keel_core::ProposeError::NotLeader { leader: None, term }
+            }
+            e => e,
+        };
+        ApiError::from_propose(
+            e,
+            |id| self.shared.client_addr(id),
+            self.node.last_leader_contact_ms(),
+        )
+    }
+
     fn leader_ref(&self) -> Option<(NodeId, Option<String>)> {
-        self.node
-            .leader()
+        self.known_leader()
             .map(|id| (id, self.shared.client_addr(id)))
     }
 
@@ -565,7 +670,7 @@ impl Runtime {
                 self.pending_reads.insert(id, pr);
             }
             Err(ReadError::TooManyPending) => {
-                self.shared.metrics.reject("queue_full");
+                self.shared.reject("queue_full");
                 let _ = pr.reply.send(Err(ApiError::overloaded(
                     "node",
                     50,
@@ -601,7 +706,7 @@ impl Runtime {
             term: self.node.term(),
             applied_index: self.sm.applied_index(),
             revision: self.sm.revision(),
-            leader: self.node.leader(),
+            leader: self.known_leader(),
             staleness_ms,
             config_version: self.node.config_version(),
         }
@@ -636,6 +741,7 @@ impl Runtime {
                         "lease lapsed and ReadIndex did not confirm",
                     )));
                 } else {
+                    self.shared.metrics.request_retry("read");
                     let pr = PendingRead {
                         retried: true,
                         ..pr
@@ -667,6 +773,7 @@ impl Runtime {
             } else {
                 "leadership lost"
             };
+            self.shared.metrics.request_timeout("write");
             let _ = w.reply.send(Err(ApiError::outcome_unknown(w.session, why)));
         }
         let expired: Vec<u64> = self
@@ -677,6 +784,7 @@ impl Runtime {
             .collect();
         for i in expired {
             let r = self.pending_reads.remove(&i).expect("listed");
+            self.shared.metrics.request_timeout("read");
             let _ = r.reply.send(Err(ApiError::unavailable(
                 "read not confirmed in time (no quorum?)",
             )));
@@ -794,6 +902,9 @@ impl Runtime {
         self.applied_since_snapshot += 1;
         if let Some(pw) = self.pending_writes.remove(&e.index) {
             if pw.term == e.term {
+                if result.as_ref().is_some_and(|r| r.duplicate) {
+                    self.shared.metrics.request_retry("write");
+                }
                 let latency_ms = self.now.mono_ms.saturating_sub(pw.proposed_mono_ms);
                 self.shared
                     .metrics
@@ -871,6 +982,14 @@ impl Runtime {
             Note::TransferAborted { target } => {
                 tracing::warn!(target, "leadership transfer aborted")
             }
+            Note::RepairCompleted { index, term } => {
+                tracing::warn!(
+                    node = self.cfg.id,
+                    index,
+                    term,
+                    "repair completed: caught up from the leader; voting again"
+                )
+            }
         }
     }
 
@@ -931,6 +1050,8 @@ impl Runtime {
         handed_over && self.pending_writes.is_empty() && self.pending_reads.is_empty()
     }
 
+    /// The node's named mode (docs/degraded-modes.md). One state machine, evaluated after every
+    /// loop iteration from the core's and the loop's state; first match wins.
     fn mode(&mut self) -> &'static str {
         if self.shutdown.is_some() {
             return "shutting_down";
@@ -940,7 +1061,10 @@ impl Runtime {
         if !m.voters.contains(&id) && !m.voters_outgoing.contains(&id) {
             return "catching_up";
         }
-        match self.node.leader() {
+        let overloaded = self.shared.admission.rejected_within(OVERLOADED_WINDOW_MS)
+            || self.codel_reads.dropping()
+            || self.codel_writes.dropping();
+        match self.known_leader() {
             None => "no_leader",
             Some(l) if l == id => {
                 let lease = self.node.lease_read_still_valid(self.now, ReadPath::Lease);
@@ -950,6 +1074,8 @@ impl Runtime {
                     "no_quorum"
                 } else if !self.now.wall_trusted {
                     "clock_untrusted"
+                } else if overloaded {
+                    "overloaded"
                 } else {
                     "healthy"
                 }
@@ -959,6 +1085,8 @@ impl Runtime {
                     "clock_untrusted"
                 } else if self.node.commit_index() > self.sm.applied_index() + 1000 {
                     "catching_up"
+                } else if overloaded {
+                    "overloaded"
                 } else {
                     "healthy"
                 }
@@ -1000,12 +1128,25 @@ impl Runtime {
             .set(i64::from(self.node.role() == Role::Leader));
         metrics
             .leader_id
-            .set(self.node.leader().unwrap_or(0) as i64);
+            .set(self.known_leader().unwrap_or(0) as i64);
         metrics.lease_valid.set(i64::from(lease_valid));
         metrics
             .apply_lag_entries
             .set(view.commit_index.saturating_sub(view.header.applied_index) as i64);
         metrics.set_mode(mode);
+        if mode != self.published_mode {
+            if !self.published_mode.is_empty() {
+                metrics.mode_transition(mode);
+                tracing::info!(
+                    node = self.cfg.id,
+                    from = self.published_mode,
+                    to = mode,
+                    term = view.header.term,
+                    "mode changed"
+                );
+            }
+            self.published_mode = mode;
+        }
         *self.shared.status.write().expect("status lock") = view;
     }
 }

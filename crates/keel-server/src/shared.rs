@@ -1,13 +1,14 @@
 //! State shared between the node loop, the HTTP handlers and the transport: the published
 //! status view (what every response header says), metrics, and the address book.
 
+use crate::admission::Admission;
 use crate::codec::{AddressBook, Addresses};
 use crate::metrics::Metrics;
 use keel_core::NodeId;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Header {
@@ -48,6 +49,7 @@ pub struct Shared {
     pub self_addresses: Addresses,
     pub status: RwLock<StatusView>,
     pub metrics: Metrics,
+    pub admission: Arc<Admission>,
     /// From flags / config file.
     static_book: AddressBook,
     /// Replicated through the log (wins over the static book).
@@ -66,6 +68,7 @@ impl Shared {
         self_addresses: Addresses,
         static_book: AddressBook,
         routes: BTreeMap<NodeId, String>,
+        admission: Admission,
     ) -> Shared {
         let mut book = static_book;
         book.insert(node_id, self_addresses.clone());
@@ -79,6 +82,7 @@ impl Shared {
                 ..Default::default()
             }),
             metrics: Metrics::new(),
+            admission: Arc::new(admission),
             static_book: book,
             replicated: RwLock::new(AddressBook::new()),
             learned_clients: RwLock::new(BTreeMap::new()),
@@ -93,6 +97,13 @@ impl Shared {
 
     pub fn header(&self) -> Header {
         self.status.read().expect("status lock").header.clone()
+    }
+
+    /// Counts a refusal by admission control (`reason` from metrics::ADMISSION_REASONS) and
+    /// marks the node overloaded for a while.
+    pub fn reject(&self, reason: &'static str) {
+        self.metrics.reject(reason);
+        self.admission.note_reject();
     }
 
     pub fn is_shutting_down(&self) -> bool {

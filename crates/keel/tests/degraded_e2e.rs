@@ -1,0 +1,373 @@
+//! Degraded modes on real processes (docs/degraded-modes.md): what writes and each read level
+//! do, and what the client sees, when a node is cut off (SIGSTOP of the others), when the
+//! leader is isolated, and under overload. Each test names the matrix rows it backs.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn signal(cluster: &Cluster, index: usize, sig: &str) {
+    let pid = cluster.nodes[index]
+        .child
+        .as_ref()
+        .expect("node is running")
+        .id();
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+fn put(addr: &str, key: &str, value: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let body = serde_json::json!({ "value": value }).to_string();
+    let (code, v) = http(addr, "PUT", &format!("/v1/kv/{key}"), body.as_bytes());
+    (code, v, started.elapsed())
+}
+
+fn get(addr: &str, key: &str, read: &str) -> (u16, Value) {
+    http(addr, "GET", &format!("/v1/kv/{key}?read={read}"), b"")
+}
+
+fn status(addr: &str) -> Value {
+    http(addr, "GET", "/v1/status", b"").1
+}
+
+/// Matrix rows "minority partition" and "majority side": the lone node answers `any` with
+/// staleness metadata, refuses `bounded` once the bound has passed, and fails writes fast with
+/// NO_LEADER; the other two (stopped here, so they are the unreachable side) recover on
+/// SIGCONT with every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_follower_serves_any_refuses_bounded_and_fails_writes_fast() {
+    let mut cluster = Cluster::start("lone-follower", 3, 0, &[]);
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let lone = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let leader_addr = cluster.nodes[leader].client_addr.clone();
+    let lone_addr = cluster.nodes[lone].client_addr.clone();
+    for i in 0..20 {
+        let (code, v, _) = put(&leader_addr, &format!("k{i}"), &format!("v{i}"));
+        assert_eq!(code, 200, "{v}");
+    }
+    let applied = status(&leader_addr)["applied_index"].as_u64().unwrap();
+    cluster.wait_applied(&client, lone, applied).await;
+    // Healthy: a generous bound is met on a follower (the leader's idle no-ops keep it fresh).
+    let (code, v) = get(&lone_addr, "k19", "bounded:2000");
+    assert_eq!(code, 200, "bounded read on a healthy follower: {v}");
+    assert_eq!(v["served"]["level"], "bounded");
+    assert_eq!(v["kv"]["value"], "v19");
+
+    signal(&cluster, leader, "STOP");
+    signal(&cluster, other, "STOP");
+    let stopped = Instant::now();
+
+    // Writes: never hang; NO_LEADER within about two election timeouts.
+    let mut no_leader_after = None;
+    while stopped.elapsed() < Duration::from_millis(6 * ELECTION_TIMEOUT_MS) {
+        let (code, v, took) = put(&lone_addr, "w", "x");
+        assert!(
+            took < Duration::from_millis(4 * ELECTION_TIMEOUT_MS + 1000),
+            "a write on the cut-off node hung for {took:?}: {code} {v}"
+        );
+        assert!(
+            matches!(code, 421 | 503 | 504),
+            "write on a cut-off follower: {code} {v}"
+        );
+        if v["code"] == "NO_LEADER" {
+            assert_eq!(code, 503);
+            assert!(v["term"].is_u64(), "NO_LEADER names the term: {v}");
+            assert!(v.get("last_contact_ms").is_some(), "{v}");
+            no_leader_after = Some(stopped.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let no_leader_after = no_leader_after.expect("the cut-off node says NO_LEADER");
+    assert!(
+        no_leader_after <= Duration::from_millis(2 * ELECTION_TIMEOUT_MS + 700),
+        "NO_LEADER only after {no_leader_after:?}"
+    );
+
+    // `any`: served locally with how stale it may be, and the staleness grows.
+    let (code, v1) = get(&lone_addr, "k19", "any");
+    assert_eq!(code, 200, "{v1}");
+    assert_eq!(v1["served"]["level"], "any");
+    assert_eq!(v1["kv"]["value"], "v19");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v2) = get(&lone_addr, "k19", "any");
+    let s1 = v1["served"]["staleness_ms"]
+        .as_u64()
+        .expect("staleness bound");
+    let s2 = v2["served"]["staleness_ms"]
+        .as_u64()
+        .expect("staleness bound");
+    assert!(
+        s2 >= s1 + 250,
+        "staleness grows while cut off: {s1} then {s2}"
+    );
+
+    // `bounded`: refused at once once the bound has passed, never forwarded.
+    let (code, v) = get(&lone_addr, "k19", "bounded:100");
+    assert_eq!(code, 412, "{v}");
+    assert_eq!(v["code"], "STALE_BOUND_UNMET");
+    assert!(v["staleness_ms"].as_u64().unwrap() > 100, "{v}");
+    // Linearizable: not served by a node that cannot prove it.
+    let started = Instant::now();
+    let (code, v) = get(&lone_addr, "k19", "linearizable");
+    assert!(matches!(code, 421 | 503), "{code} {v}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let st = status(&lone_addr);
+    assert_eq!(st["mode"], "no_leader", "{st}");
+
+    signal(&cluster, leader, "CONT");
+    signal(&cluster, other, "CONT");
+    let (_, _) = cluster.wait_leader(&client).await;
+    // Recovers on its own: writes go through again and nothing acknowledged was lost.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, st) = cluster.wait_leader(&client).await;
+        let addr = st
+            .leader
+            .as_ref()
+            .map(|l| l.1.clone())
+            .unwrap_or(lone_addr.clone());
+        let (code, _, _) = put(&addr, "after", "ok");
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no write after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..20 {
+        let (code, v) = get(&lone_addr, &format!("k{i}"), "any");
+        assert_eq!(code, 200);
+        assert_eq!(
+            v["kv"]["value"],
+            format!("v{i}"),
+            "acknowledged write k{i} kept"
+        );
+    }
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+}
+
+/// Matrix row "leader isolated": the old leader stops serving linearizable reads once its lease
+/// can no longer be proven, answers writes with OUTCOME_UNKNOWN / NO_LEADER / NOT_LEADER
+/// within the request timeout (never a hang, never a success without a quorum), and reports
+/// mode no_quorum or no_leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_never_acknowledges_and_says_so() {
+    let mut cluster = Cluster::start("isolated-leader", 3, 0, &[]);
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let addr = cluster.nodes[leader].client_addr.clone();
+    let (code, v, _) = put(&addr, "before", "1");
+    assert_eq!(code, 200, "{v}");
+    for i in 0..3 {
+        if i != leader {
+            signal(&cluster, i, "STOP");
+        }
+    }
+    let stopped = Instant::now();
+    // A write proposed now can never commit: the client must hear so, not success.
+    let (code, v, took) = put(&addr, "during", "2");
+    assert!(
+        matches!(code, 421 | 503 | 504),
+        "isolated leader write: {code} {v}"
+    );
+    assert!(
+        took < Duration::from_millis(4 * ELECTION_TIMEOUT_MS + 1500),
+        "{took:?}"
+    );
+    if code == 504 {
+        assert_eq!(v["code"], "OUTCOME_UNKNOWN", "{v}");
+    }
+    // After the lease and check-quorum: no linearizable read is served.
+    tokio::time::sleep(Duration::from_millis(3 * ELECTION_TIMEOUT_MS)).await;
+    let (code, v) = get(&addr, "before", "linearizable");
+    assert!(
+        matches!(code, 421 | 503),
+        "linearizable on isolated leader: {code} {v}"
+    );
+    let (code, v) = get(&addr, "before", "any");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["kv"]["value"], "1");
+    let mode = status(&addr)["mode"].as_str().unwrap().to_string();
+    assert!(
+        mode == "no_quorum" || mode == "no_leader",
+        "mode {mode} after {:?}",
+        stopped.elapsed()
+    );
+    for i in 0..3 {
+        if i != leader {
+            signal(&cluster, i, "CONT");
+        }
+    }
+    cluster.wait_leader(&client).await;
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metrics(addr: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Matrix row "overload": open-loop writes at several times what the node admits. Refusals
+/// are explicit (OVERLOADED, counted by reason), admitted writes keep a bounded latency, no
+/// spurious election happens (Raft traffic has its own priority lane), every acknowledged
+/// write is readable afterwards, and memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_explicitly_without_elections_or_loss() {
+    let root = std::env::temp_dir().join(format!("keel-overload-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("small-queues.toml");
+    // Small limits so a test client can offer several times the capacity: a slow disk
+    // (5 ms per sync batch) and short queues.
+    std::fs::write(
+        &cfg,
+        "inflight_proposals_max = 256\nclient_queue_max = 256\nqueue_delay_target_ms = 10\n\
+         queue_delay_interval_ms = 50\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_string_lossy().to_string();
+    let mut cluster = Cluster::start(
+        "overload",
+        3,
+        0,
+        &["--config", &cfg_arg, "--test-fsync-delay-ms", "5"],
+    );
+    let client = cluster.client();
+    let (leader, st) = cluster.wait_leader(&client).await;
+    let term_before = st.term;
+    let addr = cluster.nodes[leader].client_addr.clone();
+    let leader_pid = cluster.nodes[leader].child.as_ref().unwrap().id();
+    let before = metrics(&addr);
+    let changes_before = metric(&before, "keel_leader_changes_total");
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Open loop: a new request every 100 µs for 4 s (10,000/s offered), at most 1,500 open.
+    let offered_for = Duration::from_secs(4);
+    let started = Instant::now();
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(1500));
+    let mut tasks = Vec::new();
+    let mut sent = 0u64;
+    let mut client_gave_up = 0u64;
+    while started.elapsed() < offered_for {
+        let due = started + Duration::from_micros(100 * sent);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            client_gave_up += 1;
+            sent += 1;
+            continue;
+        };
+        let url = format!("http://{addr}/v1/kv/load-{sent}");
+        let http = http.clone();
+        let key = sent;
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = http
+                .put(&url)
+                .header("x-keel-client-id", format!("c{}", key % 8))
+                .body(format!("{{\"value\":\"{key}\"}}"))
+                .send()
+                .await;
+            drop(permit);
+            let code = match r {
+                Ok(resp) => resp.status().as_u16(),
+                Err(_) => 0,
+            };
+            (key, code, t.elapsed())
+        }));
+        sent += 1;
+    }
+    let mut ok = Vec::new();
+    let mut ok_latency = Vec::new();
+    let mut overloaded = 0u64;
+    let mut other = Vec::new();
+    for t in tasks {
+        let (key, code, took) = t.await.unwrap();
+        match code {
+            200 => {
+                ok.push(key);
+                ok_latency.push(took);
+            }
+            429 | 503 => overloaded += 1,
+            c => other.push(c),
+        }
+    }
+    ok_latency.sort();
+    let p99 = ok_latency[(ok_latency.len() * 99 / 100).min(ok_latency.len() - 1)];
+    let p50 = ok_latency[ok_latency.len() / 2];
+    let after = metrics(&addr);
+    let rejected = metric(&after, "keel_admission_rejected_total");
+    eprintln!(
+        "overload: offered {sent} in {offered_for:?}, ok {}, overloaded {overloaded}, other {:?}, \
+         client-side open-limit {client_gave_up}; admitted p50 {p50:?} p99 {p99:?}; \
+         rejected by reason total {rejected}; leader RSS {} KiB",
+        ok.len(),
+        other.len(),
+        rss_kib(leader_pid)
+    );
+    assert!(overloaded > 0, "several times capacity must see refusals");
+    assert!(rejected >= overloaded as f64, "every refusal is counted");
+    assert!(other.is_empty(), "only OK or OVERLOADED, got {other:?}");
+    assert!(ok.len() > 100, "the node kept admitting work: {}", ok.len());
+    assert!(p99 < Duration::from_secs(2), "admitted p99 {p99:?}");
+    let st = status(&addr);
+    assert_eq!(
+        st["term"].as_u64().unwrap(),
+        term_before,
+        "no election under overload"
+    );
+    assert_eq!(
+        metric(&after, "keel_leader_changes_total"),
+        changes_before,
+        "no leader change under overload"
+    );
+    assert!(rss_kib(leader_pid) < 512 * 1024, "memory stays bounded");
+    // Every acknowledged write is there.
+    for key in ok.iter().step_by(7) {
+        let (code, v) = get(&addr, &format!("load-{key}"), "linearizable");
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(
+            v["kv"]["value"],
+            key.to_string(),
+            "acknowledged write load-{key}"
+        );
+    }
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+    let _ = std::fs::remove_dir_all(&root);
+}
