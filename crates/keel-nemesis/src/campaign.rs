@@ -21,7 +21,7 @@ use crate::workload::{self, Workload, WorkloadSpec};
 pub const REGRESSIONS_METRIC: &str = "keel_commit_index_regressions_total";
 const LEADER_WAIT_MS: u64 = 30_000;
 const METRICS_INTERVAL_MS: u64 = 2_000;
-/// Register operations the checker handles per run before it is given up as `unknown`.
+/// Wall-clock budget of the linearizability check; beyond it the verdict is `unknown`.
 const CHECK_TIME_LIMIT_MS: u64 = 60_000;
 /// Final-read process ids start here (after every worker's).
 const FINAL_PROCESS_BASE: u64 = 10_000_000;
@@ -363,6 +363,9 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let options = Options {
         time_limit: Some(Duration::from_millis(CHECK_TIME_LIMIT_MS)),
         threads: 1,
+        // Keys are never deleted: a read of nothing really means "absent" (a stale follower
+        // answering for a key it has not seen yet is caught).
+        strict_nil: true,
         ..Options::default()
     };
     let check_report = check(&history, Model::CasRegister, &options)
@@ -460,4 +463,84 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let html = report::render(&summary, &events, &faults, &config, has_check_page);
     std::fs::write(out.join("report.html"), html)?;
     Ok(summary)
+}
+
+/// Parses a duration: `90` (seconds), `500ms`, `60s`, `30m`, `1h`.
+pub fn parse_duration_ms(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (text, 1_000)
+    };
+    let value: u64 = number
+        .trim()
+        .parse()
+        .with_context(|| format!("bad duration {text:?} (want e.g. 60s, 30m, 500ms)"))?;
+    value
+        .checked_mul(unit_ms)
+        .filter(|&ms| ms <= 24 * 3_600_000)
+        .with_context(|| format!("duration {text:?} above 24h"))
+}
+
+/// Runs a campaign on its own multi-threaded runtime; Ctrl-C or SIGTERM stop it (every child
+/// is killed as the cluster drops) and count as a harness error.
+pub fn run_blocking(config: CampaignConfig) -> Result<Summary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("signal handler")?;
+        tokio::select! {
+            summary = run(config) => summary,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (Ctrl-C); every node stopped"),
+            _ = terminate.recv() => anyhow::bail!("terminated (SIGTERM); every node stopped"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("90").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("60s").unwrap(), 60_000);
+        assert_eq!(parse_duration_ms("30m").unwrap(), 1_800_000);
+        assert_eq!(parse_duration_ms("250ms").unwrap(), 250);
+        assert!(parse_duration_ms("abc").is_err());
+        assert!(parse_duration_ms("100h").is_err());
+    }
+
+    #[test]
+    fn failover_times() {
+        let event = |time_ns, kind, f: &str| Event {
+            process: 0,
+            kind,
+            f: f.to_string(),
+            key: None,
+            value: Value::Null,
+            time_ns,
+            error: None,
+        };
+        let events = vec![
+            event(5_000_000, "ok", "write"),
+            event(12_000_000, "ok", "read"),
+            event(30_000_000, "ok", "write"),
+        ];
+        assert_eq!(failover_ms(&events, &[10_000_000]), vec![20]);
+        assert_eq!(percentile(&[1, 2, 3, 100], 0.5), Some(3));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
 }

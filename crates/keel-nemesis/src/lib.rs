@@ -21,5 +21,5 @@ pub mod proxy;
 pub mod report;
 pub mod workload;
 
-pub use campaign::{run, CampaignConfig, Summary};
+pub use campaign::{parse_duration_ms, run, run_blocking, CampaignConfig, Summary};
 pub use nemesis::FaultKind;
