@@ -22,7 +22,8 @@ pub const LOOKAHEAD_LINES_MAX: usize = 1024;
 
 /// How the chain is broken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialized as `as_str()` (kebab-case).
+#[serde(rename_all = "kebab-case")]
 pub enum DamageKind {
     /// A line's bytes changed (it no longer parses, is not canonical, or its hash does not match
     /// its content), or a record was rewritten with a recomputed hash (the next line's prev no

@@ -517,3 +517,18 @@ proptest! {
         prop_assert_eq!(alone.is_intact(), AuditLog::open(&path, 1, CLUSTER).is_ok());
     }
 }
+
+#[test]
+fn damage_kinds_serialize_as_their_names() {
+    for kind in [
+        DamageKind::Modified,
+        DamageKind::Removed,
+        DamageKind::Inserted,
+        DamageKind::Reordered,
+        DamageKind::TruncatedBeforeAnchor,
+        DamageKind::AnchorMismatch,
+    ] {
+        let json = serde_json::to_string(&kind).unwrap();
+        assert_eq!(json, format!("\"{}\"", kind.as_str()));
+    }
+}
