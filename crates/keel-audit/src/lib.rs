@@ -26,6 +26,11 @@
 //! Details::new().text(key, &str).uint(key, u64).int(key, i64).hash(key, &[u8; 32])
 //! verify(path: &Path, anchors: &[Anchor]) -> Result<Report, AuditError>
 //! anchors_from(path: &Path) -> Result<Vec<Anchor>, AuditError>
+//! AnchorSchedule::new(node: u64, records_max: u64, interval_ms: u64) -> AnchorSchedule
+//! AnchorSchedule::note_append(&mut self, kind: Kind, head: Head, now_ms: u64)
+//! AnchorSchedule::due(&self, current: Option<Anchor>, now_ms: u64) -> Option<Anchor>
+//! AnchorSchedule::note_proposed(&mut self, anchor: &Anchor, now_ms: u64)
+//! AnchorSchedule::note_committed(&mut self, anchor: &Anchor, now_ms: u64)
 //! ```
 //!
 //! 1. At start: `AuditLog::open` (it refuses a damaged file: the node should report that and
@@ -36,10 +41,12 @@
 //!    election won as seen from the new leader's first entry): build the record from the entry
 //!    alone with `Record::from_log(kind, term, index, details)`, so every node holds the same
 //!    kind, term, index and details.
-//! 4. Every N records or M seconds, if `anchor()` changed since the last proposal, propose
+//! 4. When [`AnchorSchedule::due`] says so (a counted record waited `interval_ms`, or
+//!    `records_max` are unanchored; `anchor_committed` records do not count), propose
 //!    `keel_kv::Command::AuditAnchor { node: a.node, seq: a.seq, head: a.head }`. When it
 //!    applies, `keel_kv::Response::AuditAnchored { node, seq, head }` comes back on every node;
-//!    each appends `Record::anchor_committed(term, index, &Anchor { node, seq, head })`.
+//!    each appends `Record::anchor_committed(term, index, &Anchor { node, seq, head })` and
+//!    calls `note_committed`.
 //!
 //! ```
 //! use keel_audit::{anchors_from, verify, Anchor, AuditLog, Details, Kind, Record};
@@ -75,6 +82,7 @@ mod kind;
 mod lines;
 mod log;
 mod record;
+mod schedule;
 mod verify;
 
 pub use anchor::{Anchor, DETAIL_ANCHOR_HEAD, DETAIL_ANCHOR_NODE, DETAIL_ANCHOR_SEQ};
@@ -86,6 +94,7 @@ pub use record::{
     CLUSTER_ID_BYTES_MAX, DETAILS_ENTRIES_MAX, DETAIL_CLUSTER_ID, DETAIL_KEY_BYTES_MAX,
     DETAIL_TEXT_BYTES_MAX, HASH_BYTES, RECORD_LINE_BYTES_MAX,
 };
+pub use schedule::AnchorSchedule;
 pub use verify::{
     anchors_from, read_entries, verify, verify_with, Damage, DamageKind, Report, VerifyOptions,
     LOOKAHEAD_LINES_MAX,
