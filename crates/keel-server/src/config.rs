@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// instead of their announced peer addresses (the nemesis routes each directed link
     /// through its fault proxy this way). Never replicated.
     pub peer_routes: BTreeMap<NodeId, String>,
+    /// WAL segment file size (preallocated; a failed preallocation is the `disk_full` mode).
+    pub wal_segment_bytes: u64,
     /// Test-only slow disk: every WAL sync batch waits this long before its fdatasync.
     pub test_fsync_delay_ms: u64,
 
@@ -89,6 +91,7 @@ impl Default for ServerConfig {
             peers: BTreeMap::new(),
             peer_clients: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
+            wal_segment_bytes: 64 << 20,
             test_fsync_delay_ms: 0,
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
@@ -164,6 +167,13 @@ impl ServerConfig {
                 "tick_interval_ms must be positive and at most half of heartbeat_interval_ms"
                     .into(),
             );
+        }
+        // Every entry is one WAL record, and a record never spans segments.
+        let segment_min = self.message_bytes_max as u64 + 4096;
+        if self.wal_segment_bytes < segment_min || self.wal_segment_bytes > 1 << 30 {
+            return Err(format!(
+                "wal_segment_bytes must be in [message_bytes_max + 4096 = {segment_min}, 1 GiB]"
+            ));
         }
         if self.test_fsync_delay_ms > crate::persist::FSYNC_DELAY_MS_MAX {
             return Err(format!(

@@ -99,6 +99,18 @@ impl ApiError {
         e
     }
 
+    /// This node's disk is full: it is read-only; writes go to another node (the leader hint
+    /// says which, if known) or are retried after space returns.
+    pub fn no_space(reason: &str, leader: Option<(NodeId, Option<String>)>) -> ApiError {
+        ApiError::new(
+            "NO_SPACE",
+            format!("this node is read-only: {reason}; write through another node"),
+        )
+        .with("leader", leader_json(leader))
+        .with("retry_after_ms", 1000u64)
+        .retry("other_node")
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new("UNAVAILABLE", message).with("retry_after_ms", 200u64)
     }

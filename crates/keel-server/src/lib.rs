@@ -124,8 +124,9 @@ impl Server {
         };
 
         let dir = cfg.data_dir.clone();
+        let storage_options = persist::storage_options(&cfg);
         let (storage, recovery) =
-            tokio::task::spawn_blocking(move || persist::open(&dir)).await??;
+            tokio::task::spawn_blocking(move || persist::open(&dir, storage_options)).await??;
         for r in &recovery.repairs {
             tracing::warn!(repair = %r, "storage repair");
         }

@@ -19,8 +19,15 @@ pub const BATCHES_PER_SYNC_MAX: usize = 256;
 pub use keel_persist::Recovery;
 
 /// Opens and recovers the data directory.
-pub fn open(dir: &Path) -> anyhow::Result<(Storage<RealIo>, Recovery)> {
-    keel_persist::open(RealIo, dir, StorageOptions::default()).map_err(|e| anyhow::anyhow!(e))
+pub fn open(dir: &Path, options: StorageOptions) -> anyhow::Result<(Storage<RealIo>, Recovery)> {
+    keel_persist::open(RealIo, dir, options).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// The storage options a server configuration asks for.
+pub fn storage_options(cfg: &crate::ServerConfig) -> StorageOptions {
+    let mut options = StorageOptions::default();
+    options.wal.segment_capacity_bytes = cfg.wal_segment_bytes;
+    options
 }
 
 pub enum Job {
@@ -32,6 +39,9 @@ pub enum Job {
 pub enum Done {
     /// Every write up to this id is durable; `fsync_ms` is the batch's sync time.
     Persisted { id: u64, sync_seconds: f64 },
+    /// A batch is waiting for space (ENOSPC where nothing was written): mode `disk_full` until
+    /// the next `Persisted`.
+    NoSpace { reason: String },
     /// Storage failed (fatal: the node must stop); `no_space` if it was ENOSPC.
     Failed { reason: String, no_space: bool },
 }
@@ -81,7 +91,7 @@ fn run(
         if fsync_delay_ms > 0 && !writes.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(fsync_delay_ms));
         }
-        match write_batch(&mut storage, &writes) {
+        match write_batch_waiting_for_space(&mut storage, &writes, &done) {
             Ok(()) => {
                 if let Some(id) = last_id {
                     let sync_seconds = started.elapsed().as_secs_f64();
@@ -108,8 +118,49 @@ fn run(
     }
 }
 
-/// One batch: term and vote first, the log, ONE sync, the final hard state, compaction
-/// (keel-persist's order, the same code the simulator runs).
-fn write_batch(st: &mut Storage<RealIo>, writes: &[Write]) -> keel_storage::Result<()> {
-    keel_persist::write_batch(st, writes)
+/// How often a batch refused for lack of space is retried.
+pub const NO_SPACE_RETRY_MS: u64 = 1000;
+
+/// One batch, waiting out ENOSPC: keel-storage reports `NoSpace` only where nothing of the
+/// failing step was written (preallocating a segment, a temporary hard-state or snapshot
+/// file), so the same step is retried until space returns. Meanwhile the node loop is told
+/// (`Done::NoSpace`: mode `disk_full`, new writes refused) and nothing this batch covers is
+/// reported durable, so the core keeps holding back whatever depends on it. Any other error
+/// is fatal (never retry a failed fsync).
+fn write_batch_waiting_for_space(
+    st: &mut Storage<RealIo>,
+    writes: &[Write],
+    done: &mpsc::Sender<Done>,
+) -> keel_storage::Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut staged: Option<keel_persist::Staged> = None;
+    let mut reported = false;
+    loop {
+        let attempt = match &staged {
+            None => keel_persist::stage(st, writes).map(|s| {
+                staged = Some(s);
+            }),
+            Some(_) => Ok(()),
+        }
+        .and_then(|()| keel_persist::finish(st, staged.as_ref().expect("staged above")));
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(keel_storage::Error::NoSpace { path }) => {
+                if !reported {
+                    reported = true;
+                    let reason = format!("no space left on device ({})", path.display());
+                    if done.blocking_send(Done::NoSpace { reason }).is_err() {
+                        return Err(keel_storage::Error::NoSpace { path });
+                    }
+                }
+                if done.is_closed() {
+                    return Err(keel_storage::Error::NoSpace { path });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(NO_SPACE_RETRY_MS));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -221,6 +221,8 @@ pub struct Runtime {
     shutdown: Option<(u64, oneshot::Sender<()>)>,
     transfer_sent: bool,
     storage_failed: Option<String>,
+    /// The disk is full (a batch waits for space): read-only until the next persisted batch.
+    disk_full: Option<String>,
     codel_reads: CoDel,
     codel_writes: CoDel,
     /// The mode last published (transitions are logged and counted).
@@ -270,6 +272,7 @@ impl Runtime {
             shutdown: None,
             transfer_sent: false,
             storage_failed: None,
+            disk_full: None,
             codel_reads: CoDel::new(cfg_target, cfg_interval),
             codel_writes: CoDel::new(cfg_target, cfg_interval),
             published_mode: "",
@@ -369,9 +372,29 @@ impl Runtime {
     fn on_persisted(&mut self, done: Done) {
         match done {
             Done::Persisted { id, sync_seconds } => {
+                if let Some(reason) = self.disk_full.take() {
+                    tracing::warn!(node = self.cfg.id, %reason, "disk space is back: writes accepted again");
+                }
                 self.shared.metrics.wal_fsync_seconds.observe(sync_seconds);
                 let now = self.tick_now();
                 self.node.persisted(now, id);
+            }
+            Done::NoSpace { reason } => {
+                tracing::error!(
+                    node = self.cfg.id,
+                    %reason,
+                    "disk full: read-only until space returns (the batch is retried)"
+                );
+                self.disk_full = Some(reason);
+                // A leader that cannot write hands over to a voter that can.
+                if self.node.role() == Role::Leader {
+                    if let Some(target) = self.transfer_candidate() {
+                        let now = self.now;
+                        if let Err(e) = self.node.transfer_leader(now, target) {
+                            tracing::warn!(%e, "disk full: leadership transfer not possible");
+                        }
+                    }
+                }
             }
             Done::Failed { reason, no_space } => {
                 tracing::error!(%reason, no_space, "storage failure: the node stops");
@@ -455,6 +478,10 @@ impl Runtime {
                     ));
                     return;
                 }
+                if let Some(reason) = &self.disk_full {
+                    let _ = reply.send(Err(ApiError::no_space(reason, self.leader_ref())));
+                    return;
+                }
                 let apply_lag = self
                     .node
                     .commit_index()
@@ -497,6 +524,10 @@ impl Runtime {
                 }
             }
             Request::ConfChange { change, reply } => {
+                if let Some(reason) = &self.disk_full {
+                    let _ = reply.send(Err(ApiError::no_space(reason, self.leader_ref())));
+                    return;
+                }
                 match self.node.propose_conf_change(now, change) {
                     Ok((index, term)) => {
                         let pw = PendingWrite {
@@ -1055,6 +1086,9 @@ impl Runtime {
     fn mode(&mut self) -> &'static str {
         if self.shutdown.is_some() {
             return "shutting_down";
+        }
+        if self.disk_full.is_some() {
+            return "disk_full";
         }
         let id = self.cfg.id;
         let m = self.node.membership();

@@ -371,3 +371,152 @@ async fn overload_is_refused_explicitly_without_elections_or_loss() {
     assert!(cluster.all_alive(), "{}", cluster.log_tail());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Unmounts (lazily, so open files do not block it) when the test ends, however it ends.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem at `dir` with 64 KiB files until it is full, then frees one: less
+/// than a WAL segment stays free. Returns the filler files.
+fn fill(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    use std::io::Write;
+    let chunk = vec![0xA5u8; 64 << 10];
+    let mut files = Vec::new();
+    for i in 0..100_000 {
+        let path = dir.join(format!("filler-{i}"));
+        let mut f = std::fs::File::create(&path).expect("create filler");
+        let full = f.write_all(&chunk).and_then(|()| f.sync_all()).is_err();
+        files.push(path);
+        if full {
+            break;
+        }
+    }
+    let last = files.pop().unwrap();
+    std::fs::remove_file(last).unwrap();
+    files
+}
+
+/// Matrix row "disk full": a node whose disk fills (ENOSPC preallocating a WAL segment) turns
+/// read-only (mode disk_full): writes through it get NO_SPACE (507, retry at another node),
+/// `any` reads still work, a leader hands leadership over, the cluster keeps committing
+/// through the others, and when space returns the node catches up with nothing lost.
+/// Needs root (it mounts a small tmpfs for one node's data directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_node_turns_read_only_and_recovers_when_space_returns() {
+    let root = std::env::temp_dir().join(format!("keel-diskfull-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("small-segments.toml");
+    std::fs::write(
+        &cfg,
+        "wal_segment_bytes = 1048576\nmessage_bytes_max = 524288\nvalue_bytes_max = 131072\n",
+    )
+    .unwrap();
+    let cfg_arg = cfg.to_string_lossy().to_string();
+    let mut cluster = Cluster::prepare("disk-full", 3, 0, &["--config", &cfg_arg]);
+    let dir = cluster.data_dir(0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "this test needs root to mount a tmpfs (the CI machine runs as root)"
+    );
+    let _mount = Mount(dir.clone());
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let client = cluster.client();
+    cluster.wait_leader(&client).await;
+    let full_addr = cluster.nodes[0].client_addr.clone();
+    let filler_dir = dir.join("filler");
+    std::fs::create_dir_all(&filler_dir).unwrap();
+    let fillers = fill(&filler_dir);
+
+    // Write through whichever node leads until node 1 needs a new segment and cannot get one.
+    let value = "x".repeat(100 << 10);
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut saw_disk_full = false;
+    let mut i = 0;
+    while Instant::now() < deadline && !saw_disk_full {
+        let (_, st) = cluster.wait_leader(&client).await;
+        let addr = st.leader.as_ref().map(|l| l.1.clone()).unwrap();
+        let (code, _, _) = put(&addr, &format!("big{i}"), &value);
+        if code == 200 {
+            acked.push(i);
+        }
+        i += 1;
+        saw_disk_full = status(&full_addr)["mode"] == "disk_full";
+    }
+    assert!(
+        saw_disk_full,
+        "node 1 never reported disk_full\n{}",
+        cluster.log_tail()
+    );
+    let m = metrics(&full_addr);
+    assert!(
+        m.contains("keel_mode{mode=\"disk_full\"} 1"),
+        "the mode gauge says disk_full"
+    );
+    // Writes through it: NO_SPACE, retry at another node.
+    let (code, v, _) = put(&full_addr, "through-full", "1");
+    assert_eq!(code, 507, "{v}");
+    assert_eq!(v["code"], "NO_SPACE");
+    assert_eq!(v["retry"], "other_node");
+    // `any` reads are served.
+    let (code, v) = get(&full_addr, "big0", "any");
+    assert_eq!(code, 200, "{v}");
+    // The others keep committing (a full leader hands over).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, st) = cluster.wait_leader(&client).await;
+        let addr = st.leader.as_ref().map(|l| l.1.clone()).unwrap();
+        if addr != full_addr {
+            let (code, v, _) = put(&addr, "during-full", "ok");
+            assert_eq!(code, 200, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the full node kept leadership");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster.all_alive(), "a full disk must not stop the node");
+
+    // Space returns: the node leaves disk_full and catches up.
+    for f in fillers {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (leader, st) = cluster.wait_leader(&client).await;
+    let _ = leader;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = status(&full_addr);
+        if s["mode"] != "disk_full" && s["applied_index"].as_u64() >= Some(st.commit_index) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not recover: {s}\n{}",
+            cluster.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in &acked {
+        let (code, v) = get(&full_addr, &format!("big{i}"), "any");
+        assert_eq!(code, 200);
+        assert_eq!(
+            v["kv"]["value"].as_str().map(str::len),
+            Some(value.len()),
+            "big{i}"
+        );
+    }
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -58,6 +58,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `voters` nodes, plus `spares` nodes that are not started (for membership tests).
     pub fn start(name: &str, voters: usize, spares: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(name, voters, spares, extra_args);
+        for i in 0..voters {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Like `start`, but no node is started yet (the caller spawns them).
+    pub fn prepare(name: &str, voters: usize, spares: usize, extra_args: &[&str]) -> Cluster {
         let total = voters + spares;
         let ports = free_ports(2 * total);
         let nodes = (0..total)
@@ -68,16 +77,17 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             root: temp_root(name),
             nodes,
             initial_voters: voters,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        for i in 0..voters {
-            cluster.spawn(i);
-        }
         cluster
+    }
+
+    pub fn data_dir(&self, index: usize) -> PathBuf {
+        self.root.join(format!("node-{}", self.nodes[index].id))
     }
 
     pub fn map(&self, client: bool, count: usize) -> String {
