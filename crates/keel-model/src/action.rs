@@ -152,7 +152,7 @@ pub fn enabled(s: &State, b: &Bounds) -> Vec<Action> {
             continue;
         }
         if s.budget.proposals > 0 {
-            out.push(Action::Propose(id, b.proposals - s.budget.proposals + 1));
+            out.push(Action::Propose(id, s.next_value + 1));
         }
         if s.budget.reads > 0 {
             out.push(Action::Read(id, ReadMode::ReadIndex));
@@ -174,7 +174,7 @@ pub fn enabled(s: &State, b: &Bounds) -> Vec<Action> {
 
 /// One membership change per state, to keep branching small: bring the spare node in for the
 /// highest voter other than the leader; once the spare is a voter, remove that highest voter.
-fn conf_change_for(s: &State, leader: &Host) -> Option<ConfChange> {
+pub(crate) fn conf_change_for(s: &State, leader: &Host) -> Option<ConfChange> {
     let m = leader.node.membership();
     let spare = s.hosts.len() as NodeId;
     let me = leader.node.id();
@@ -193,6 +193,24 @@ fn conf_change_for(s: &State, leader: &Host) -> Option<ConfChange> {
         Some(ConfChange::Remove(victim))
     } else {
         None
+    }
+}
+
+/// Gives back the budget `a` will take, so that a scripted action (a prefix, a replay) costs
+/// nothing: the bounds apply to the explored actions only.
+pub fn credit(s: &mut State, a: &Action) {
+    let budget = &mut s.budget;
+    match a {
+        Action::Deliver(_) | Action::Persist(_) => {}
+        Action::Drop(_) => budget.drops += 1,
+        Action::Duplicate(_) => budget.duplicates += 1,
+        Action::Tick(_) => budget.ticks += 1,
+        Action::Crash(_) => budget.crashes += 1,
+        Action::Propose(..) => budget.proposals += 1,
+        Action::Read(..) => budget.reads += 1,
+        Action::Conf(..) => budget.conf_changes += 1,
+        Action::Transfer(..) => budget.transfers += 1,
+        Action::Snapshot(_) => budget.snapshots += 1,
     }
 }
 
@@ -268,6 +286,7 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
         }
         Action::Propose(id, v) => {
             s.budget.proposals -= 1;
+            s.next_value = s.next_value.max(*v);
             let data = format!("v{v}").into_bytes();
             if let Ok((index, term)) = s.host_mut(*id).node.propose(now, data) {
                 s.host_mut(*id).proposals.insert(index, term);

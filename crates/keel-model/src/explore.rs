@@ -2,8 +2,9 @@
 //! next layer are kept as full states; every visited state keeps a parent link and its action,
 //! so the shortest path to a violation can be rebuilt and replayed.
 
-use crate::action::{apply, enabled, Action, Broken};
+use crate::action::{apply, credit, enabled, Action, Broken};
 use crate::check::check_state;
+use crate::script::parse_action;
 use crate::state::{boot, bootstrap_disk, Budget, Host, State};
 use crate::Bounds;
 use keel_core::Membership;
@@ -17,7 +18,10 @@ pub struct Stats {
     /// Successor states generated (including revisits).
     pub states_explored: u64,
     pub states_unique: u64,
+    /// Deepest layer explored, counted from where the script (prefix) ended.
     pub depth_max: usize,
+    /// Actions of the script (prefix) run before the search.
+    pub script_actions: usize,
     pub elapsed_s: f64,
     /// Why the search stopped short of exhausting the bounds, if it did.
     pub truncated: Option<&'static str>,
@@ -94,6 +98,7 @@ pub fn initial_state(b: &Bounds) -> Result<State, String> {
             ticks: b.ticks,
         },
         next_read_id: 0,
+        next_value: 0,
         leaders: BTreeMap::new(),
         committed: BTreeMap::new(),
         acked_max: 0,
@@ -134,11 +139,35 @@ pub fn explore(b: &Bounds, progress: &mut dyn FnMut(&Stats)) -> Result<(Outcome,
     let start = Instant::now();
     let mut stats = Stats::default();
     let init = initial_state(b)?;
+    // The script (a named prefix or a replayed trace): real actions, checked like explored ones.
+    let mut root = init.clone();
+    let mut script_path: Vec<Action> = Vec::new();
+    for (n, line) in b.script.iter().enumerate() {
+        let a = parse_action(line, &root).map_err(|e| format!("script line {}: {e}", n + 1))?;
+        credit(&mut root, &a);
+        let (next, r) = step(&root, &a, b);
+        script_path.push(a);
+        stats.script_actions = script_path.len();
+        if let Err(broken) = r {
+            stats.elapsed_s = start.elapsed().as_secs_f64();
+            let trace = replay(&init, &script_path, b);
+            return Ok((
+                Outcome::Violation {
+                    property: broken.property,
+                    detail: broken.detail,
+                    trace,
+                },
+                stats,
+            ));
+        }
+        root = next;
+    }
+    stats.reached |= root.reached;
     let mut visited: HashSet<u64> = HashSet::new();
-    visited.insert(init.fingerprint());
+    visited.insert(root.fingerprint());
     // Parent links: (parent record, action). Record 0 is the initial state.
     let mut records: Vec<(u32, Option<Action>)> = vec![(0, None)];
-    let mut layer: Vec<(State, u32)> = vec![(init.clone(), 0)];
+    let mut layer: Vec<(State, u32)> = vec![(root, 0)];
     stats.states_unique = 1;
     let mut last_report = Instant::now();
     let mut depth = 0;
@@ -154,7 +183,9 @@ pub fn explore(b: &Bounds, progress: &mut dyn FnMut(&Stats)) -> Result<(Outcome,
                     records.push((*rec, Some(a)));
                     stats.depth_max = depth;
                     stats.elapsed_s = start.elapsed().as_secs_f64();
-                    let trace = replay(&init, &path_to(&records, records.len() as u32 - 1), b);
+                    let mut path = script_path.clone();
+                    path.extend(path_to(&records, records.len() as u32 - 1));
+                    let trace = replay(&init, &path, b);
                     return Ok((
                         Outcome::Violation {
                             property: broken.property,
@@ -208,10 +239,12 @@ fn path_to(records: &[(u32, Option<Action>)], mut rec: u32) -> Vec<Action> {
 }
 
 /// Re-executes a path from the initial state, recording node summaries after each action.
+/// Budgets are credited back (scripted actions cost none; explored ones fit theirs anyway).
 fn replay(init: &State, path: &[Action], b: &Bounds) -> Vec<(Action, Vec<String>)> {
     let mut s = init.clone();
     let mut out = Vec::new();
     for a in path {
+        credit(&mut s, a);
         let (next, _) = step(&s, a, b);
         s = next;
         let mut lines: Vec<String> = s

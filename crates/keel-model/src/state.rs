@@ -123,6 +123,8 @@ pub struct State {
     pub now_ms: u64,
     pub budget: Budget,
     pub next_read_id: u64,
+    /// The highest client value proposed so far (values are `v1`, `v2`, ...).
+    pub next_value: u32,
     /// Per-path history: the leader of every term so far (Election Safety across time).
     pub leaders: BTreeMap<Term, NodeId>,
     /// Per-path history: every index ever committed anywhere, with (term, content hash, the
@@ -210,6 +212,7 @@ impl State {
             self.now_ms,
             self.budget,
             self.next_read_id,
+            self.next_value,
             self.acked_max,
             self.reached,
         )

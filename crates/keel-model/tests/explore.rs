@@ -70,27 +70,86 @@ fn invalid_bounds_are_refused() {
     assert!(explore(&b, &mut |_| {}).is_err());
 }
 
+#[test]
+fn every_prefix_is_a_clean_real_execution() {
+    for p in keel_model::PREFIXES {
+        let b = Bounds {
+            depth_max: 2,
+            time_limit_s: 30,
+            ..Bounds::default()
+        }
+        .with_prefix(p.name)
+        .expect("named prefix");
+        let (outcome, stats) = run(&b);
+        assert!(matches!(outcome, Outcome::Clean), "{}: {outcome:?}", p.name);
+        assert_eq!(stats.script_actions, p.script.len(), "{}", p.name);
+        assert!(stats.states_unique > 1, "{}: nothing explored", p.name);
+        assert_eq!(stats.reached & REACHED_LEADER, REACHED_LEADER, "{}", p.name);
+    }
+}
+
+#[test]
+fn a_script_that_does_not_fit_the_state_is_refused() {
+    let b = Bounds {
+        script: vec!["tick 1".into(), "deliver 3->1 AppResp t7".into()],
+        ..Bounds::default()
+    };
+    let err = explore(&b, &mut |_| {}).expect_err("no such message");
+    assert!(err.contains("script line 2"), "{err}");
+    let b = Bounds {
+        script: vec!["fly 1".into()],
+        ..Bounds::default()
+    };
+    assert!(explore(&b, &mut |_| {}).is_err());
+}
+
 #[cfg(feature = "mutants")]
 mod mutants {
     use super::*;
-    use keel_model::Mutant;
+    use keel_model::{script_lines, Mutant};
 
-    /// Each mutant's own default bounds, capped so the whole file stays fast.
-    fn caught(m: Mutant, depth_max: usize) -> (String, usize) {
+    /// The mutant's default bounds (from boot, what `keel model --mutant NAME` runs), started
+    /// from its prefix when it has one so that the whole file stays fast.
+    fn fast_bounds(m: Mutant, depth_max: usize) -> Bounds {
         let b = Bounds {
             depth_max,
             time_limit_s: 40,
             ..Bounds::for_mutant(m)
         };
-        match run(&b) {
+        match Bounds::prefix_for_mutant(m) {
+            Some(p) => b.with_prefix(p).expect("named prefix"),
+            None => b,
+        }
+    }
+
+    /// The violated property, the trace (as script lines) and the explored depth.
+    fn caught(m: Mutant, depth_max: usize) -> (String, Vec<String>, usize) {
+        match run(&fast_bounds(m, depth_max)) {
             (
                 Outcome::Violation {
                     property, trace, ..
                 },
-                _,
-            ) => (property, trace.len()),
+                stats,
+            ) => (
+                property,
+                trace.iter().map(|(a, _)| a.to_string()).collect(),
+                stats.depth_max,
+            ),
             (Outcome::Clean, stats) => panic!("{} not caught: {stats:?}", m.name()),
         }
+    }
+
+    /// Teeth the other way round: with the core unmodified, the same bounds and start explore
+    /// as deep as the mutant's counterexample and find nothing.
+    fn clean_without(m: Mutant, depth_max: usize) {
+        let b = Bounds {
+            mutant: None,
+            ..fast_bounds(m, depth_max)
+        };
+        let (outcome, stats) = run(&b);
+        assert!(matches!(outcome, Outcome::Clean), "{outcome:?}");
+        assert_eq!(stats.depth_max, depth_max, "{stats:?}");
+        assert!(stats.truncated == Some("depth") || stats.truncated.is_none());
     }
 
     #[test]
@@ -112,5 +171,59 @@ mod mutants {
     #[test]
     fn skip_joint_consensus() {
         assert_eq!(caught(Mutant::SkipJointConsensus, 8).0, "joint-consensus");
+    }
+
+    #[test]
+    fn commit_previous_term() {
+        let (property, _, depth) = caught(Mutant::CommitPreviousTerm, 14);
+        assert_eq!(property, "commit-current-term");
+        clean_without(Mutant::CommitPreviousTerm, depth);
+    }
+
+    #[test]
+    fn append_without_prev_check() {
+        let (property, _, depth) = caught(Mutant::AppendWithoutPrevCheck, 14);
+        assert_eq!(property, "log-matching");
+        clean_without(Mutant::AppendWithoutPrevCheck, depth);
+    }
+
+    #[test]
+    fn lease_without_wait() {
+        let (property, _, depth) = caught(Mutant::LeaseWithoutWait, 14);
+        assert_eq!(property, "read-freshness");
+        clean_without(Mutant::LeaseWithoutWait, depth);
+    }
+
+    #[test]
+    fn read_index_without_quorum() {
+        let (property, _, depth) = caught(Mutant::ReadIndexWithoutQuorum, 14);
+        assert_eq!(property, "read-freshness");
+        clean_without(Mutant::ReadIndexWithoutQuorum, depth);
+    }
+
+    /// A printed counterexample is a script: replayed from boot with no search, it reproduces
+    /// the violation (with the mutant) and is clean with the core unmodified.
+    #[test]
+    fn a_printed_trace_replays() {
+        let (property, trace, _) = caught(Mutant::AppendWithoutPrevCheck, 14);
+        let text = trace.join("\n");
+        let replay = Bounds {
+            script: script_lines(&text).expect("script"),
+            script_name: "trace".into(),
+            depth_max: 0,
+            ..Bounds::for_mutant(Mutant::AppendWithoutPrevCheck)
+        };
+        match run(&replay) {
+            (Outcome::Violation { property: p, .. }, stats) => {
+                assert_eq!(p, property);
+                assert_eq!(stats.script_actions, trace.len());
+            }
+            (Outcome::Clean, _) => panic!("the replayed trace found nothing"),
+        }
+        let clean = Bounds {
+            mutant: None,
+            ..replay
+        };
+        assert!(matches!(run(&clean).0, Outcome::Clean));
     }
 }

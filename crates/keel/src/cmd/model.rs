@@ -67,12 +67,32 @@ pub struct Args {
     /// List the mutants the model covers, one per line.
     #[arg(long)]
     list_mutants: bool,
+    /// Start the search from a named situation reached by a short real execution ("boot" for
+    /// none); see --list-prefixes. A mutant's default bounds name its own.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// List the named prefixes with what each sets up.
+    #[arg(long)]
+    list_prefixes: bool,
+    /// Run the actions in this file first (e.g. a printed trace; with --depth 0 it is only
+    /// replayed and checked), then search from where they end. Replaces any prefix.
+    #[arg(long)]
+    script: Option<std::path::PathBuf>,
 }
+
+/// Script files are read whole; this bounds them.
+const SCRIPT_BYTES_MAX: u64 = 4 << 20;
 
 pub fn run(args: Args) -> i32 {
     if args.list_mutants {
         for m in Mutant::ALL {
             println!("{}", m.name());
+        }
+        return 0;
+    }
+    if args.list_prefixes {
+        for p in keel_model::PREFIXES {
+            println!("{}: {} ({} actions)", p.name, p.about, p.script.len());
         }
         return 0;
     }
@@ -100,16 +120,42 @@ pub fn run(args: Args) -> i32 {
         transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks,
         depth => depth_max, states_max => states_max, time_limit => time_limit_s);
     b.pre_vote |= args.pre_vote;
+    if let Some(name) = &args.prefix {
+        if name == "boot" {
+            b.script.clear();
+            b.script_name = "boot".into();
+        } else {
+            b = match b.with_prefix(name) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("keel model: {e} (see --list-prefixes)");
+                    return 2;
+                }
+            };
+        }
+    }
+    if let Some(path) = &args.script {
+        match read_script(path) {
+            Ok(lines) => {
+                b.script = lines;
+                b.script_name = path.display().to_string();
+            }
+            Err(e) => {
+                eprintln!("keel model: {e}");
+                return 2;
+            }
+        }
+    }
     b.sync_disk &= !args.async_disk;
     if let Err(e) = b.validate() {
         eprintln!("keel model: {e}");
         return 2;
     }
     println!(
-        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} async-disk={} pre-vote={} depth={} mutant={}",
+        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} async-disk={} pre-vote={} depth={} mutant={} start={} ({} scripted actions)",
         b.nodes, b.term_max, b.log_entries_max, b.crashes, b.messages, b.proposals, b.reads, b.conf_changes,
         b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.async_disk(), b.pre_vote, b.depth_max,
-        b.mutant.map_or("none", |m| m.name())
+        b.mutant.map_or("none", |m| m.name()), b.script_name, b.script.len()
     );
     let mut progress = |s: &keel_model::Stats| {
         eprintln!(
@@ -126,7 +172,10 @@ pub fn run(args: Args) -> i32 {
     };
     println!("states explored: {}", stats.states_explored);
     println!("unique states: {}", stats.states_unique);
-    println!("max depth: {}", stats.depth_max);
+    println!(
+        "max depth: {} (after {} scripted actions)",
+        stats.depth_max, stats.script_actions
+    );
     println!(
         "states/s: {:.0}",
         stats.states_explored as f64 / stats.elapsed_s.max(1e-3)
@@ -147,14 +196,19 @@ pub fn run(args: Args) -> i32 {
         } => {
             println!("VIOLATION property={property}");
             println!("detail: {detail}");
-            println!("trace ({} actions):", trace.len());
+            println!(
+                "trace ({} actions: {} scripted, {} explored):",
+                trace.len(),
+                stats.script_actions.min(trace.len()),
+                trace.len().saturating_sub(stats.script_actions)
+            );
             for (i, (a, lines)) in trace.iter().enumerate() {
                 println!("  {:>3}. {a}", i + 1);
                 for l in lines {
                     println!("         {l}");
                 }
             }
-            println!("replay:");
+            println!("replay (save the lines below, then: keel model --mutant NAME --script FILE --depth 0):");
             println!(
                 "  model nodes={} max-term={} mutant={}",
                 b.nodes,
@@ -181,4 +235,20 @@ pub fn run(args: Args) -> i32 {
     };
     println!("states={} depth={}", stats.states_unique, stats.depth_max);
     code
+}
+
+fn read_script(path: &std::path::Path) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(SCRIPT_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > SCRIPT_BYTES_MAX {
+        return Err(format!(
+            "{}: a script holds at most {SCRIPT_BYTES_MAX} bytes",
+            path.display()
+        ));
+    }
+    keel_model::script_lines(&text)
 }
