@@ -129,9 +129,10 @@ pub fn render(
     if has_check_page {
         out.push_str("<p>The checker's visualization of the registers: <a href=\"linearizability.html\">linearizability.html</a> (same directory).</p>");
     }
+    checks_table(&mut out, &summary.json);
     let _ = write!(
         out,
-        "<h2>Checks</h2><pre>{}</pre>",
+        "<details><summary>summary.json</summary><pre>{}</pre></details>",
         escape(&serde_json::to_string_pretty(&summary.json).unwrap_or_default())
     );
 
@@ -263,4 +264,77 @@ pub fn render(
     }
     out.push_str("</table><p class=\"meta\">Files: history.jsonl (keel check format), faults.jsonl, summary.json, cluster/node-*.log.</p></body></html>\n");
     out
+}
+
+/// The checks as a table: one row per verdict-bearing check.
+fn checks_table(out: &mut String, json: &serde_json::Value) {
+    let get = |path: &[&str]| {
+        let mut value = json;
+        for part in path {
+            value = &value[*part];
+        }
+        match value {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    };
+    let rows = [
+        (
+            "linearizability (cas-register per key)",
+            format!(
+                "{} · {} keys, {} not linearizable, {} unknown · {} ms",
+                get(&["linearizability", "verdict"]),
+                get(&["linearizability", "keys"]),
+                get(&["linearizability", "keys_not_linearizable"]),
+                get(&["linearizability", "keys_unknown"]),
+                get(&["linearizability", "elapsed_ms"])
+            ),
+        ),
+        (
+            "set: no lost acknowledged add",
+            format!(
+                "{} acknowledged, {} unknown, {} lost",
+                get(&["set", "acked"]),
+                get(&["set", "unknown"]),
+                get(&["set", "lost"])
+            ),
+        ),
+        (
+            "duplicate session submission applies once",
+            format!(
+                "{} rounds checked, {} double-applied",
+                get(&["dup", "rounds_checked"]),
+                get(&["dup", "violations"])
+            ),
+        ),
+        (
+            "commit index never regressed (metric)",
+            get(&["regressions_seen_during_run"]),
+        ),
+        (
+            "recovery after the heal",
+            format!("{} ms", get(&["recovery_ms"])),
+        ),
+        (
+            "failover: leader kill to next acknowledged write",
+            format!(
+                "{} samples · p50 {} ms · p99 {} ms · election timeout {} ms",
+                get(&["failover_ms", "samples"]),
+                get(&["failover_ms", "p50"]),
+                get(&["failover_ms", "p99"]),
+                get(&["failover_ms", "election_timeout_ms"])
+            ),
+        ),
+    ];
+    out.push_str("<h2>Checks</h2><table>");
+    for (name, result) in rows {
+        let _ = write!(
+            out,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(name),
+            escape(&result)
+        );
+    }
+    out.push_str("</table>");
 }
