@@ -74,6 +74,8 @@ pub struct ServerCost {
     pub pids: Vec<u32>,
     /// Sum over the PIDs of CPU seconds spent in the measured window.
     pub cpu_seconds: f64,
+    /// The same per PID (the leader's share shows here).
+    pub cpu_seconds_by_pid: Vec<f64>,
     /// `cpu_seconds` / measured operations, in microseconds.
     pub cpu_us_per_op: f64,
     /// Per PID: the largest RSS seen while sampling (MiB) and the kernel's VmHWM at the end.
@@ -121,11 +123,14 @@ impl ProcWatch {
     pub fn finish(mut self, ops: u64) -> Result<ServerCost> {
         self.poll();
         let mut cpu_seconds = 0.0;
+        let mut cpu_seconds_by_pid = Vec::with_capacity(self.pids.len());
         let mut vm_hwm_mib = Vec::with_capacity(self.pids.len());
         for (i, pid) in self.pids.iter().enumerate() {
             let s =
                 sample(*pid).with_context(|| format!("server pid {pid} at the end of the run"))?;
-            cpu_seconds += s.cpu_seconds - self.start_cpu_seconds[i];
+            let spent = s.cpu_seconds - self.start_cpu_seconds[i];
+            cpu_seconds_by_pid.push(spent);
+            cpu_seconds += spent;
             vm_hwm_mib.push(s.peak_rss_kib as f64 / 1024.0);
         }
         let peak_rss_mib: Vec<f64> = self
@@ -137,6 +142,7 @@ impl ProcWatch {
         Ok(ServerCost {
             pids: self.pids,
             cpu_seconds,
+            cpu_seconds_by_pid,
             cpu_us_per_op: if ops == 0 {
                 0.0
             } else {

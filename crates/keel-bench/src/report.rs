@@ -48,11 +48,16 @@ pub fn text(report: &Report) -> String {
     if report.cas_failed > 0 {
         let _ = writeln!(out, "  cas not swapped: {}", report.cas_failed);
     }
+    let _ = writeln!(out, "  client cpu {:.1} µs/op", report.client_cpu_us_per_op);
     if let Some(s) = &report.server {
         let _ = writeln!(
             out,
-            "  server cpu {:.2} s = {:.1} µs/op; peak RSS MiB {:?} (VmHWM {:?})",
+            "  server cpu {:.2} s {:?} = {:.1} µs/op; peak RSS MiB {:?} (VmHWM {:?})",
             s.cpu_seconds,
+            s.cpu_seconds_by_pid
+                .iter()
+                .map(|c| (c * 100.0).round() / 100.0)
+                .collect::<Vec<_>>(),
             s.cpu_us_per_op,
             s.peak_rss_mib
                 .iter()

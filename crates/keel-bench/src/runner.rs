@@ -38,6 +38,8 @@ pub struct Report {
     /// Compare-and-swaps that answered "not swapped" (not errors).
     pub cas_failed: u64,
     pub server: Option<ServerCost>,
+    /// This client's own CPU per successful operation, in microseconds (it shares the machine).
+    pub client_cpu_us_per_op: f64,
 }
 
 struct WorkerStats {
@@ -226,6 +228,7 @@ pub async fn run<T: Target>(target: Arc<T>, config: &Config, pids: &[u32]) -> Re
 
     tokio::time::sleep_until(warmup_end).await;
     let mut watch = ProcWatch::start(pids).context("watching the server pids")?;
+    let client_start = crate::procstat::sample(std::process::id()).ok();
     let mut stats = WorkerStats::new();
     let mut remaining = tasks;
     while !remaining.is_empty() {
@@ -243,6 +246,12 @@ pub async fn run<T: Target>(target: Arc<T>, config: &Config, pids: &[u32]) -> Re
     }
     let measured_end = stats.last_done.unwrap_or(end).max(warmup_end);
     let measured_s = (measured_end - warmup_end).as_secs_f64().max(1e-9);
+    let client_cpu_us_per_op = match (client_start, crate::procstat::sample(std::process::id())) {
+        (Some(a), Ok(b)) if stats.ops > 0 => {
+            (b.cpu_seconds - a.cpu_seconds) * 1e6 / stats.ops as f64
+        }
+        _ => 0.0,
+    };
     let server = if pids.is_empty() {
         None
     } else {
@@ -259,6 +268,7 @@ pub async fn run<T: Target>(target: Arc<T>, config: &Config, pids: &[u32]) -> Re
         error_examples: stats.error_examples,
         cas_failed: stats.cas_failed,
         server,
+        client_cpu_us_per_op,
     })
 }
 
