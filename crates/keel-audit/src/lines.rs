@@ -36,6 +36,15 @@ impl LineReader {
             op: "open for reading",
             source,
         })?;
+        // Only regular files: a device or pipe could stream forever.
+        let is_file = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        if !is_file {
+            return Err(AuditError::Io {
+                path: path.to_path_buf(),
+                op: "read (not a regular file)",
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
         Ok(LineReader {
             reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
             path: path.to_path_buf(),

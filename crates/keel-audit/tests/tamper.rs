@@ -570,3 +570,18 @@ fn independent_writer_from_the_docs_matches_byte_for_byte() {
     }
     assert_eq!(fs::read(&path).unwrap(), fs::read(&golden).unwrap());
 }
+
+#[test]
+fn non_regular_files_are_refused_not_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        verify(dir.path(), &[]),
+        Err(AuditError::Io { .. })
+    ));
+    if Path::new("/dev/zero").exists() {
+        assert!(matches!(
+            verify(Path::new("/dev/zero"), &[]),
+            Err(AuditError::Io { .. })
+        ));
+    }
+}
