@@ -16,7 +16,19 @@ fn main() {
             std::process::exit(2);
         }
     };
-    config.mutant = args.get(5).cloned();
+    config.mutant = args.get(5).cloned().filter(|m| !m.is_empty());
+    if let Some(nodes) = std::env::var("NEMESIS_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.nodes = nodes;
+    }
+    if let Some(think_ms) = std::env::var("NEMESIS_THINK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.think_ms = think_ms;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     match runtime.block_on(keel_nemesis::run(config)) {
         Ok(summary) => {

@@ -41,6 +41,8 @@ pub struct CampaignConfig {
     pub register_workers: usize,
     pub reader_workers: usize,
     pub hot_keys: usize,
+    /// Pause between a worker's operations; 0 = as fast as answers come.
+    pub think_ms: u64,
 }
 
 impl CampaignConfig {
@@ -59,6 +61,7 @@ impl CampaignConfig {
             register_workers: 4,
             reader_workers: 3,
             hot_keys: 3,
+            think_ms: 5,
         }
     }
 }
@@ -121,20 +124,29 @@ fn failover_ms(events: &[Event], kills_ns: &[u64]) -> Vec<u64> {
     out
 }
 
-async fn wait_for_write(cluster: &Cluster, bound_ms: u64) -> Option<u64> {
+/// Waits until a write is acknowledged. Err names a node that exited (with its log's last
+/// line): a server that dies by itself is a finding, not a timeout.
+async fn wait_for_write(cluster: &mut Cluster, bound_ms: u64) -> Result<Option<u64>, String> {
     let started = Instant::now();
-    let client = workload::client(&cluster.endpoints(), 1_000, 3).ok()?;
+    let client = workload::client(&cluster.endpoints(), 1_000, 3).map_err(|e| e.to_string())?;
     while started.elapsed() < Duration::from_millis(bound_ms) {
         if client
             .put("nemesis/probe", "1", WriteOptions::default())
             .await
             .is_ok()
         {
-            return Some(started.elapsed().as_millis() as u64);
+            return Ok(Some(started.elapsed().as_millis() as u64));
+        }
+        let exited = cluster.reap();
+        if let Some((id, status)) = exited.first() {
+            return Err(format!(
+                "node {id} exited by itself ({status}): {}",
+                cluster.log_tail(*id)
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+    Ok(None)
 }
 
 /// Runs one campaign. Errors are harness errors (exit 2); violations are in the summary.
@@ -162,12 +174,13 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         notes.push("libfaketime not installed: clock faults skipped".to_string());
     }
     cluster.start_all().await?;
-    if wait_for_write(&cluster, LEADER_WAIT_MS).await.is_none() {
-        let exited = cluster.reap();
-        anyhow::bail!(
-            "the cluster accepted no write within {LEADER_WAIT_MS} ms (exited: {exited:?}); logs in {}",
+    match wait_for_write(&mut cluster, LEADER_WAIT_MS).await {
+        Ok(Some(_)) => {}
+        Ok(None) => anyhow::bail!(
+            "the cluster accepted no write within {LEADER_WAIT_MS} ms; logs in {}",
             cluster.spec.dir.display()
-        );
+        ),
+        Err(exited) => anyhow::bail!("the cluster did not start: {exited}"),
     }
 
     let recorder = Arc::new(Recorder::new());
@@ -180,6 +193,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             set_workers: 1,
             dup_workers: 1,
             op_timeout_ms: config.op_timeout_ms,
+            think_ms: config.think_ms,
             seed: config.seed,
         },
         Arc::clone(&recorder),
@@ -225,13 +239,21 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         "network healed, nodes resumed and restarted".to_string(),
     );
     let mut problems = Vec::new();
-    let recovery_ms = wait_for_write(&cluster, config.recovery_timeout_ms).await;
-    match recovery_ms {
-        Some(ms) => notes.push(format!("recovered {ms} ms after the heal")),
-        None => problems.push(format!(
+    let recovery = wait_for_write(&mut cluster, config.recovery_timeout_ms).await;
+    let recovery_ms = recovery.clone().ok().flatten();
+    match recovery {
+        Ok(Some(ms)) => notes.push(format!("recovered {ms} ms after the heal")),
+        Ok(None) => problems.push(format!(
             "no recovery: no write acknowledged within {} ms of the heal",
             config.recovery_timeout_ms
         )),
+        Err(exited) => problems.push(format!("after the heal, {exited}")),
+    }
+    if recorder.full() {
+        notes.push(format!(
+            "the history reached {} events: workers stopped early (raise --think-ms)",
+            crate::history::EVENTS_MAX
+        ));
     }
     // A short quiet tail under the healed network, then stop the clients.
     tokio::time::sleep(Duration::from_millis(1_000)).await;

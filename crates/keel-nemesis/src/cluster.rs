@@ -354,6 +354,19 @@ impl Cluster {
         exited
     }
 
+    /// The last non-empty line of node `id`'s log (for error messages).
+    pub fn log_tail(&self, id: u64) -> String {
+        let node = &self.nodes[self.index(id)];
+        let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let line_chars_max = 300;
+        line.chars().take(line_chars_max).collect()
+    }
+
     /// Kills every child (SIGCONT first so a paused one can die), idempotent.
     pub fn stop_all(&mut self) {
         for node in &mut self.nodes {

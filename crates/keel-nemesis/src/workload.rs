@@ -35,8 +35,6 @@ pub const WORKERS_MAX: usize = 32;
 pub const SET_ADDS_MAX: u64 = 100_000;
 /// Process ids per worker generation (a worker's n-th process id is `w + n * this`).
 const PROCESS_STRIDE: u64 = 1_000;
-/// Pause between a worker's operations.
-const THINK_MS: u64 = 5;
 
 #[derive(Clone, Debug)]
 pub struct WorkloadSpec {
@@ -47,6 +45,8 @@ pub struct WorkloadSpec {
     pub set_workers: usize,
     pub dup_workers: usize,
     pub op_timeout_ms: u64,
+    /// Pause between a worker's operations (sets the load; the recorder holds `EVENTS_MAX`).
+    pub think_ms: u64,
     pub seed: u64,
 }
 
@@ -307,7 +307,7 @@ async fn register_worker(mut ctx: Ctx, reads_only: bool) {
             generation += 1;
             process = ctx.worker + generation * PROCESS_STRIDE;
         }
-        tokio::time::sleep(Duration::from_millis(THINK_MS)).await;
+        tokio::time::sleep(Duration::from_millis(ctx.spec.think_ms)).await;
     }
 }
 
@@ -345,7 +345,7 @@ async fn set_worker(ctx: Ctx) {
                 process = ctx.worker + generation * PROCESS_STRIDE;
             }
         }
-        tokio::time::sleep(Duration::from_millis(THINK_MS * 4)).await;
+        tokio::time::sleep(Duration::from_millis(ctx.spec.think_ms * 4)).await;
     }
 }
 
@@ -434,7 +434,7 @@ async fn dup_worker(ctx: Ctx) {
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(THINK_MS * 10)).await;
+        tokio::time::sleep(Duration::from_millis(ctx.spec.think_ms * 10)).await;
     }
 }
 

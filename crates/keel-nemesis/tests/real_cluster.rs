@@ -158,3 +158,47 @@ fn real_cluster_partition_and_tiny_campaign() {
     assert!(out.join("faults.jsonl").exists());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Teeth: a server that applies a resent session write twice is caught within seconds. Needs
+/// a binary built with `--features keel/mutants` (CI's is); with another build the test says
+/// so on stderr and checks only that the harness reports the refusal as a harness error.
+#[test]
+fn no_session_dedup_mutant_is_caught() {
+    let out = temp_dir("mutant");
+    let mut config = CampaignConfig::new(keel_bin(), out.clone());
+    config.time_ms = 5_000;
+    config.faults = Vec::new();
+    config.seed = 4;
+    config.mutant = Some("no-session-dedup".to_string());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(keel_nemesis::run(config)) {
+        Ok(summary) => {
+            assert_eq!(summary.verdict, "invalid", "the mutant went unnoticed");
+            assert_eq!(summary.exit_code(), 1);
+            assert!(
+                summary
+                    .problems
+                    .iter()
+                    .any(|p| p.contains("double-applied retry")),
+                "problems: {:?}",
+                summary.problems
+            );
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            assert!(
+                message.contains("mutants"),
+                "unexpected harness error: {message}"
+            );
+            eprintln!(
+                "NOTE: {} lacks the `mutants` feature; the teeth check did not run ({message})",
+                keel_bin().display()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
