@@ -1,14 +1,15 @@
 //! The actions of the model: what the environment (network, disks, clocks, clients, operator)
 //! may do next in a state, and how each one drives the real nodes.
 //!
-//! Time: one global clock. Every node reads perfect clocks (monotonic = true time, wall = true
-//! time with the configured uncertainty, trusted). A timer fires as the action `tick N`: it
-//! advances the global clock by a quantum and ticks node N. The quantum for a follower or
-//! candidate is twice the election timeout, so its (randomized) election timer has certainly
-//! expired; for a leader it is the heartbeat interval. Other nodes see the new time at their
-//! next event. Clock drift and uncertainty beyond the configured bound are not explored.
+//! Time: one global clock, read by every node's monotonic clock. Wall clocks read true time
+//! plus a per-node error that `clock N +U` / `clock N -U` moves to either end of the configured
+//! uncertainty U (budget `clock_skews`); the nodes are told the readings are trusted. A timer
+//! fires as the action `tick N`: it advances the global clock by a quantum and ticks node N.
+//! The quantum for a follower or candidate is twice the election timeout, so its (randomized)
+//! election timer has certainly expired; for a leader it is the heartbeat interval. Other nodes
+//! see the new time at their next event. Monotonic-clock drift is not explored.
 
-use crate::state::{app_bytes, boot, message_key, time_at, Host, State};
+use crate::state::{app_bytes, boot, message_key, Host, State};
 use crate::Bounds;
 use keel_core::invariants::SafetyMonitor;
 use keel_core::{ConfChange, EntryKind, Message, NodeId, ReadMode, Role};
@@ -28,6 +29,8 @@ pub enum Action {
     Conf(NodeId, ConfChange),
     Transfer(NodeId, NodeId),
     Snapshot(NodeId),
+    /// Set a node's wall-clock error (ms, within the configured uncertainty).
+    Clock(NodeId, i64),
 }
 
 pub fn short_message(m: &Message) -> String {
@@ -99,6 +102,7 @@ impl fmt::Display for Action {
             Action::Conf(n, c) => write!(f, "conf-change {n} {c:?}"),
             Action::Transfer(n, t) => write!(f, "transfer-leader {n} {t}"),
             Action::Snapshot(n) => write!(f, "snapshot {n}"),
+            Action::Clock(n, offset) => write!(f, "clock {n} {offset:+}"),
         }
     }
 }
@@ -144,6 +148,14 @@ pub fn enabled(s: &State, b: &Bounds) -> Vec<Action> {
         }
         if s.budget.crashes > 0 {
             out.push(Action::Crash(id));
+        }
+        if s.budget.clock_skews > 0 {
+            let u = h.node.config().clock_uncertainty_ms as i64;
+            for offset in [-u, u] {
+                if h.wall_offset_ms != offset {
+                    out.push(Action::Clock(id, offset));
+                }
+            }
         }
         if s.budget.snapshots > 0 && h.node.applied_index() > h.node.log().snapshot_index {
             out.push(Action::Snapshot(id));
@@ -211,6 +223,7 @@ pub fn credit(s: &mut State, a: &Action) {
         Action::Conf(..) => budget.conf_changes += 1,
         Action::Transfer(..) => budget.transfers += 1,
         Action::Snapshot(_) => budget.snapshots += 1,
+        Action::Clock(..) => budget.clock_skews += 1,
     }
 }
 
@@ -225,7 +238,6 @@ fn tick_quantum_ms(h: &Host, b: &Bounds) -> u64 {
 /// Applies `a` to `s`. Returns a broken property seen while acting (durability before a send,
 /// read freshness, a core assertion); state-wide properties are checked by `crate::check`.
 pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
-    let now = time_at(s.now_ms);
     match a {
         Action::Deliver(m) => {
             let pos = s
@@ -235,6 +247,7 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
                 .expect("delivered message is in flight");
             let m = s.net.swap_remove(pos);
             let to = m.to;
+            let now = s.time_of(to);
             s.host_mut(to).node.receive(now, m);
             drive(s, to, b)?;
         }
@@ -254,11 +267,12 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
         Action::Tick(id) => {
             s.budget.ticks -= 1;
             s.now_ms += tick_quantum_ms(s.host(*id), b);
-            let now = time_at(s.now_ms);
+            let now = s.time_of(*id);
             s.host_mut(*id).node.tick(now);
             drive(s, *id, b)?;
         }
         Action::Persist(id) => {
+            let now = s.time_of(*id);
             let h = s.host_mut(*id);
             let w = h.pending.pop_front().expect("a pending write");
             h.disk.apply(&w);
@@ -268,13 +282,13 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
         Action::Crash(id) => {
             s.budget.crashes -= 1;
             let cfg = b.node_config(*id);
-            let now_ms = s.now_ms;
+            let now = s.time_of(*id);
             let h = s.host_mut(*id);
             let durable_commit = h.disk.hard_state.commit;
             h.pending.clear();
             h.proposals.clear();
             h.reads.clear();
-            h.node = boot(cfg, &h.disk, now_ms)
+            h.node = boot(cfg, &h.disk, now)
                 .map_err(|e| broken("recovery", format!("node {id} refused to restart: {e}")))?;
             if h.node.commit_index() < durable_commit {
                 return Err(broken(
@@ -285,6 +299,7 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
             drive(s, *id, b)?;
         }
         Action::Propose(id, v) => {
+            let now = s.time_of(*id);
             s.budget.proposals -= 1;
             s.next_value = s.next_value.max(*v);
             let data = format!("v{v}").into_bytes();
@@ -294,6 +309,7 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
             drive(s, *id, b)?;
         }
         Action::Read(id, mode) => {
+            let now = s.time_of(*id);
             s.budget.reads -= 1;
             s.next_read_id += 1;
             let rid = s.next_read_id;
@@ -304,16 +320,19 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
             drive(s, *id, b)?;
         }
         Action::Conf(id, c) => {
+            let now = s.time_of(*id);
             s.budget.conf_changes -= 1;
             let _ = s.host_mut(*id).node.propose_conf_change(now, c.clone());
             drive(s, *id, b)?;
         }
         Action::Transfer(id, target) => {
+            let now = s.time_of(*id);
             s.budget.transfers -= 1;
             let _ = s.host_mut(*id).node.transfer_leader(now, *target);
             drive(s, *id, b)?;
         }
         Action::Snapshot(id) => {
+            let now = s.time_of(*id);
             s.budget.snapshots -= 1;
             let h = s.host_mut(*id);
             let applied = h.node.applied_index();
@@ -321,6 +340,10 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
                 .node
                 .snapshot_created(now, applied, app_bytes(applied), Vec::new());
             drive(s, *id, b)?;
+        }
+        Action::Clock(id, offset) => {
+            s.budget.clock_skews -= 1;
+            s.host_mut(*id).wall_offset_ms = *offset;
         }
     }
     Ok(())
@@ -332,7 +355,7 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
 /// client writes acknowledged, and reads served and checked for freshness.
 fn drive(s: &mut State, id: NodeId, b: &Bounds) -> Result<(), Broken> {
     const DRIVE_ROUNDS_MAX: usize = 64;
-    let now = time_at(s.now_ms);
+    let now = s.time_of(id);
     for _ in 0..DRIVE_ROUNDS_MAX {
         let h = s.host_mut(id);
         if !h.node.has_ready() {

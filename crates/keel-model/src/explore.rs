@@ -5,7 +5,7 @@
 use crate::action::{apply, credit, enabled, Action, Broken};
 use crate::check::check_state;
 use crate::script::parse_action;
-use crate::state::{boot, bootstrap_disk, Budget, Host, State};
+use crate::state::{boot, bootstrap_disk, time_at, Budget, Host, State};
 use crate::Bounds;
 use keel_core::Membership;
 use std::cell::Cell;
@@ -73,13 +73,14 @@ pub fn initial_state(b: &Bounds) -> Result<State, String> {
     let mut hosts = Vec::new();
     for id in b.node_ids() {
         let disk = bootstrap_disk(&membership);
-        let node = boot(b.node_config(id), &disk, 0)?;
+        let node = boot(b.node_config(id), &disk, time_at(0, 0))?;
         hosts.push(Host {
             node,
             disk,
             pending: VecDeque::new(),
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
+            wall_offset_ms: 0,
         });
     }
     Ok(State {
@@ -96,6 +97,7 @@ pub fn initial_state(b: &Bounds) -> Result<State, String> {
             drops: b.drops,
             duplicates: b.duplicates,
             ticks: b.ticks,
+            clock_skews: b.clock_skews,
         },
         next_read_id: 0,
         next_value: 0,
@@ -253,8 +255,9 @@ fn replay(init: &State, path: &[Action], b: &Bounds) -> Vec<(Action, Vec<String>
             .map(|h| format!("{} pending {}", h.node.summary(), h.pending.len()))
             .collect();
         lines.push(format!(
-            "time {} ms, in flight {}, acked-max {}",
+            "time {} ms, wall offsets {:?} ms, in flight {}, acked-max {}",
             s.now_ms,
+            s.hosts.iter().map(|h| h.wall_offset_ms).collect::<Vec<_>>(),
             s.net.len(),
             s.acked_max
         ));

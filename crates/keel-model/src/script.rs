@@ -166,6 +166,18 @@ pub fn parse_action(line: &str, s: &State) -> Result<Action, String> {
             let target = node_arg(words.next(), s, line)?;
             Ok(Action::Transfer(id, target))
         }
+        "clock" => {
+            let id = node_arg(words.next(), s, line)?;
+            let offset: i64 = words
+                .next()
+                .and_then(|w| w.strip_prefix('+').unwrap_or(w).parse().ok())
+                .ok_or_else(|| format!("{line:?}: expected an offset in ms"))?;
+            let u = s.host(id).node.config().clock_uncertainty_ms as i64;
+            if offset.abs() > u {
+                return Err(format!("{line:?}: offset beyond the uncertainty {u} ms"));
+            }
+            Ok(Action::Clock(id, offset))
+        }
         "conf-change" => {
             // The model proposes one change per state; the printed change is informative.
             let id = node_arg(words.next(), s, line)?;

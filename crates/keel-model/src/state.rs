@@ -99,6 +99,9 @@ pub struct Host {
     /// Reads asked here in this life: read id -> the highest acknowledged write index when the
     /// read began (the read must return a state at least that new).
     pub reads: BTreeMap<u64, Index>,
+    /// This node's wall-clock error: its reading is true time plus this, within the configured
+    /// uncertainty (`clock` actions move it between its two extremes).
+    pub wall_offset_ms: i64,
 }
 
 /// Remaining budgets of the bounded actions.
@@ -113,6 +116,7 @@ pub struct Budget {
     pub drops: u32,
     pub duplicates: u32,
     pub ticks: u32,
+    pub clock_skews: u32,
 }
 
 #[derive(Clone)]
@@ -136,10 +140,11 @@ pub struct State {
     pub reached: u8,
 }
 
-pub fn time_at(now_ms: u64) -> Time {
+/// A clock reading at model time `now_ms` for a node whose wall clock is off by `offset_ms`.
+pub fn time_at(now_ms: u64, offset_ms: i64) -> Time {
     Time {
         mono_ms: now_ms,
-        wall_ms: WALL_BASE_MS + now_ms,
+        wall_ms: (WALL_BASE_MS + now_ms).saturating_add_signed(offset_ms),
         wall_trusted: true,
     }
 }
@@ -204,6 +209,7 @@ impl State {
             host.pending.len().hash(&mut h);
             host.proposals.hash(&mut h);
             host.reads.hash(&mut h);
+            host.wall_offset_ms.hash(&mut h);
         }
         let mut keys: Vec<u64> = self.net.iter().map(message_key).collect();
         keys.sort_unstable();
@@ -222,6 +228,11 @@ impl State {
         h.finish()
     }
 
+    /// What node `id`'s clocks read now.
+    pub fn time_of(&self, id: NodeId) -> Time {
+        time_at(self.now_ms, self.host(id).wall_offset_ms)
+    }
+
     pub fn host(&self, id: NodeId) -> &Host {
         &self.hosts[(id - 1) as usize]
     }
@@ -232,8 +243,8 @@ impl State {
 }
 
 /// Boots node `id` from a disk.
-pub fn boot(cfg: Config, disk: &Durable, now_ms: u64) -> Result<Node, String> {
-    let mut node = Node::new(cfg, disk.restored(), time_at(now_ms))?;
+pub fn boot(cfg: Config, disk: &Durable, now: Time) -> Result<Node, String> {
+    let mut node = Node::new(cfg, disk.restored(), now)?;
     if let Some(s) = &disk.snapshot {
         node.set_snapshot(s.clone());
     }

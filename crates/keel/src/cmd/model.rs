@@ -46,6 +46,10 @@ pub struct Args {
     /// Timer firings per path.
     #[arg(long)]
     ticks: Option<u32>,
+    /// Wall-clock error changes per path (a node's reading moves to either end of the
+    /// configured uncertainty).
+    #[arg(long)]
+    clock_skews: Option<u32>,
     /// Disks hold writes until a `persist` action even without crashes.
     #[arg(long)]
     async_disk: bool,
@@ -117,7 +121,7 @@ pub fn run(args: Args) -> i32 {
     }
     set!(nodes => nodes, max_term => term_max, max_log => log_entries_max, crashes => crashes,
         messages => messages, proposals => proposals, reads => reads, conf_changes => conf_changes,
-        transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks,
+        transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks, clock_skews => clock_skews,
         depth => depth_max, states_max => states_max, time_limit => time_limit_s);
     b.pre_vote |= args.pre_vote;
     if let Some(name) = &args.prefix {
@@ -152,9 +156,9 @@ pub fn run(args: Args) -> i32 {
         return 2;
     }
     println!(
-        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} async-disk={} pre-vote={} depth={} mutant={} start={} ({} scripted actions)",
+        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} clock-skews={} async-disk={} pre-vote={} depth={} mutant={} start={} ({} scripted actions)",
         b.nodes, b.term_max, b.log_entries_max, b.crashes, b.messages, b.proposals, b.reads, b.conf_changes,
-        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.async_disk(), b.pre_vote, b.depth_max,
+        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.clock_skews, b.async_disk(), b.pre_vote, b.depth_max,
         b.mutant.map_or("none", |m| m.name()), b.script_name, b.script.len()
     );
     let mut progress = |s: &keel_model::Stats| {
