@@ -49,10 +49,25 @@ if [ "$FS_TYPE" = tmpfs ]; then
   echo "warning: $WORK is on tmpfs, where fsync costs nothing; set BENCH_DIR to a real disk" >&2
 fi
 PIDS=()
+alive() {  # pid: running (a zombie child counts as gone)
+  [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+BENCH_PID=
 cleanup() {
   trap - EXIT INT TERM
+  if [ -n "$BENCH_PID" ]; then kill "$BENCH_PID" 2>/dev/null || true; fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Up to 5 s to stop cleanly (an etcd member that lost its quorum can linger), then SIGKILL.
+  for _ in $(seq 1 50); do
+    local any=0
+    for pid in "${PIDS[@]}"; do if alive "$pid"; then any=1; fi; done
+    [ "$any" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do
+    if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -102,14 +117,24 @@ OUT=$WORK/results
 mkdir -p "$OUT"
 COMMON=(--duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --keys "$KEYS" --value-size "$VALUE_SIZE" --json)
 
+# Runs a client in the background and waits for it, so a signal is handled at once (bash
+# defers traps while a foreground child runs).
+run_client() {
+  local rc=0
+  "$@" &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=
+  return "$rc"
+}
 bench_one() {  # system, label, extra args...
   local system=$1 label=$2; shift 2
   local endpoints pids
   if [ "$system" = keel ]; then endpoints=$KEEL_ENDPOINTS; pids=$KEEL_PID_LIST
   else endpoints=$ETCD_ENDPOINTS; pids=$ETCD_PID_LIST; fi
   echo "  $system $label" >&2
-  "$BENCH_BIN" bench --system "$system" --endpoints "$endpoints" --pids "$pids" "${COMMON[@]}" "$@" \
-    >"$OUT/$system--$label.json"
+  run_client "$BENCH_BIN" bench --system "$system" --endpoints "$endpoints" --pids "$pids" \
+    "${COMMON[@]}" "$@" >"$OUT/$system--$label.json"
 }
 both() {  # label, args...: etcd then keel (the order flips every call)
   local label=$1; shift
@@ -118,14 +143,16 @@ both() {  # label, args...: etcd then keel (the order flips every call)
 }
 
 echo "prefilling $KEYS keys in each system ..." >&2
-"$BENCH_BIN" bench --system etcd --endpoints "$ETCD_ENDPOINTS" --op get --clients 16 \
+run_client "$BENCH_BIN" bench --system etcd --endpoints "$ETCD_ENDPOINTS" --op get --clients 16 \
   --keys "$KEYS" --value-size "$VALUE_SIZE" --duration-s 0.2 --warmup-s 0 >/dev/null
-"$BENCH_BIN" bench --system keel --endpoints "$KEEL_ENDPOINTS" --op get --clients 16 \
+run_client "$BENCH_BIN" bench --system keel --endpoints "$KEEL_ENDPOINTS" --op get --clients 16 \
   --keys "$KEYS" --value-size "$VALUE_SIZE" --duration-s 0.2 --warmup-s 0 >/dev/null
 for c in 1 16 64; do both "put-$c" --op put --clients "$c"; done
 for c in 1 16 64; do both "get-lin-$c" --op get --read linearizable --clients "$c" --no-prefill; done
 for c in 1 16 64; do both "get-local-$c" --op get --read any --clients "$c" --no-prefill; done
 both "mixed90-zipf-64" --op mixed:90 --read linearizable --dist zipf --clients 64 --no-prefill
+both "cas-16" --op cas --clients 16 --no-prefill
+both "txn-16" --op txn --clients 16 --no-prefill
 
 # Open loop at a share of each system's own closed-loop put capacity (64 clients).
 for system in etcd keel; do

@@ -17,6 +17,8 @@ ROWS = [
     ("get-local-16", "get local (keel any / etcd serializable), 16"),
     ("get-local-64", "get local (keel any / etcd serializable), 64"),
     ("mixed90-zipf-64", "90% get lin / 10% put, Zipf 0.99, 64"),
+    ("cas-16", "CAS on the value, 16 clients"),
+    ("txn-16", "txn: compare 1 key, put 2 keys, 16 clients"),
 ]
 
 

@@ -70,6 +70,9 @@ pub enum OpMix {
     /// Compare-and-swap on the value (the expected value is the prefill value; the new value is
     /// the same bytes, so an uncontended CAS always succeeds and costs a full replicated write).
     Cas,
+    /// A transaction: if key k still holds the prefill value, write it to k and to k+1 (two
+    /// keys, one atomic replicated write).
+    Txn,
     /// `get_percent` of operations are gets, the rest puts.
     Mixed {
         get_percent: u8,
@@ -77,12 +80,13 @@ pub enum OpMix {
 }
 
 impl OpMix {
-    /// `put`, `get`, `cas` or `mixed:<get percent>` (e.g. `mixed:90` = 90% gets, 10% puts).
+    /// `put`, `get`, `cas`, `txn` or `mixed:<get percent>` (e.g. `mixed:90` = 90% gets, 10% puts).
     pub fn parse(text: &str) -> Result<OpMix> {
         match text {
             "put" => Ok(OpMix::Put),
             "get" => Ok(OpMix::Get),
             "cas" => Ok(OpMix::Cas),
+            "txn" => Ok(OpMix::Txn),
             _ => match text.strip_prefix("mixed:") {
                 Some(p) => {
                     let get_percent = p
@@ -92,13 +96,13 @@ impl OpMix {
                         .with_context(|| format!("mixed:<get percent 0..=100>, got {p:?}"))?;
                     Ok(OpMix::Mixed { get_percent })
                 }
-                None => bail!("op must be put, get, cas or mixed:<get percent>, got {text:?}"),
+                None => bail!("op must be put, get, cas, txn or mixed:<get percent>, got {text:?}"),
             },
         }
     }
 
     pub fn reads(&self) -> bool {
-        !matches!(self, OpMix::Put | OpMix::Cas)
+        !matches!(self, OpMix::Put | OpMix::Cas | OpMix::Txn)
     }
 
     pub fn writes(&self) -> bool {

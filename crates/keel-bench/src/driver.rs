@@ -48,6 +48,16 @@ pub trait Connection: Send + 'static {
         expected: &[u8],
         value: &[u8],
     ) -> impl Future<Output = Result<bool, OpError>> + Send;
+
+    /// If `key` holds `expected`, writes `value` to `key` and `key2` atomically. Ok(true) when
+    /// the writes happened, Ok(false) when the comparison failed.
+    fn txn(
+        &mut self,
+        key: &[u8],
+        key2: &[u8],
+        expected: &[u8],
+        value: &[u8],
+    ) -> impl Future<Output = Result<bool, OpError>> + Send;
 }
 
 pub trait Target: Send + Sync + 'static {

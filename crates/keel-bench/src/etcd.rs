@@ -124,4 +124,21 @@ impl Connection for EtcdConn {
             .map(|r| r.succeeded())
             .map_err(op_error)
     }
+
+    async fn txn(
+        &mut self,
+        key: &[u8],
+        key2: &[u8],
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, OpError> {
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, None), TxnOp::put(key2, value, None)]);
+        self.client
+            .txn(txn)
+            .await
+            .map(|r| r.succeeded())
+            .map_err(op_error)
+    }
 }

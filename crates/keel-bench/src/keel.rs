@@ -244,4 +244,34 @@ impl Connection for KeelConn {
             .as_bool()
             .ok_or_else(|| OpError::new("DECODE", "cas answer without succeeded"))
     }
+
+    async fn txn(
+        &mut self,
+        key: &[u8],
+        key2: &[u8],
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, OpError> {
+        let value = text(value)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "compare": [{"key": text(key)?, "target": "value", "op": "==", "value": text(expected)?}],
+            "success": [
+                {"put": {"key": text(key)?, "value": value}},
+                {"put": {"key": text(key2)?, "value": value}},
+            ],
+            "failure": [],
+        }))
+        .map_err(|e| OpError::new("REQUEST", e.to_string()))?;
+        let (status, response) = self
+            .request(Method::POST, "/v1/txn".to_string(), Some(body))
+            .await?;
+        if !status.is_success() {
+            return Err(self.error_of(status, &response));
+        }
+        let value: Value =
+            serde_json::from_slice(&response).map_err(|e| OpError::new("DECODE", e.to_string()))?;
+        value["succeeded"]
+            .as_bool()
+            .ok_or_else(|| OpError::new("DECODE", "txn answer without succeeded"))
+    }
 }

@@ -10,6 +10,7 @@ pub fn op_label(report: &Report) -> String {
         OpMix::Put => "put".to_string(),
         OpMix::Get => format!("get/{}", c.read_level.as_query()),
         OpMix::Cas => "cas".to_string(),
+        OpMix::Txn => "txn (compare 1, put 2)".to_string(),
         OpMix::Mixed { get_percent } => {
             format!("mixed {get_percent}% get/{}", c.read_level.as_query())
         }
@@ -46,7 +47,7 @@ pub fn text(report: &Report) -> String {
         }
     }
     if report.cas_failed > 0 {
-        let _ = writeln!(out, "  cas not swapped: {}", report.cas_failed);
+        let _ = writeln!(out, "  cas/txn comparisons failed: {}", report.cas_failed);
     }
     let _ = writeln!(out, "  client cpu {:.1} µs/op", report.client_cpu_us_per_op);
     if let Some(s) = &report.server {

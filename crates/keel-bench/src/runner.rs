@@ -35,7 +35,7 @@ pub struct Report {
     pub latency: LatencySummary,
     pub errors: BTreeMap<String, u64>,
     pub error_examples: BTreeMap<String, String>,
-    /// Compare-and-swaps that answered "not swapped" (not errors).
+    /// Compare-and-swaps and transactions whose comparison failed (not errors).
     pub cas_failed: u64,
     pub server: Option<ServerCost>,
     /// This client's own CPU per successful operation, in microseconds (it shares the machine).
@@ -117,13 +117,18 @@ async fn one_op<C: Connection>(
     picker: &mut KeyPicker,
     value: &[u8],
 ) -> Result<bool, OpError> {
-    let key = config.key(picker.next_key_index());
+    let index = picker.next_key_index();
+    let key = config.key(index);
     let timeout = Duration::from_millis(config.op_timeout_ms);
     let op = async {
         match config.op {
             OpMix::Put => conn.put(&key, value).await.map(|()| true),
             OpMix::Get => conn.get(&key, config.read_level).await.map(|()| true),
             OpMix::Cas => conn.cas(&key, value, value).await,
+            OpMix::Txn => {
+                let key2 = config.key((index + 1) % config.keys);
+                conn.txn(&key, &key2, value, value).await
+            }
             OpMix::Mixed { get_percent } => {
                 if picker.chance_percent(get_percent) {
                     conn.get(&key, config.read_level).await.map(|()| true)
@@ -181,7 +186,7 @@ pub async fn prefill<T: Target>(target: &Arc<T>, config: &Config) -> Result<()> 
 /// Runs `config` against `target`, watching the server `pids` during the measured window.
 pub async fn run<T: Target>(target: Arc<T>, config: &Config, pids: &[u32]) -> Result<Report> {
     config.validate()?;
-    if config.prefill && (config.op.reads() || config.op == OpMix::Cas) {
+    if config.prefill && (config.op.reads() || matches!(config.op, OpMix::Cas | OpMix::Txn)) {
         prefill(&target, config).await?;
     }
     let route = route_of(config);

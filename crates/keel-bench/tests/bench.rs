@@ -181,6 +181,11 @@ impl Connection for SlowConn {
         tokio::time::sleep(self.service).await;
         Ok(false)
     }
+    async fn txn(&mut self, k: &[u8], k2: &[u8], _e: &[u8], _v: &[u8]) -> Result<bool, OpError> {
+        tokio::time::sleep(self.service).await;
+        // The second key is the next one, wrapping at the end of the key space.
+        Ok(k != k2)
+    }
 }
 
 impl Target for SlowTarget {
@@ -276,4 +281,108 @@ async fn closed_loop_throughput_is_clients_over_service_time() {
         .await
         .unwrap();
     assert_eq!(report.ops, 50);
+}
+
+/// A raw HTTP/1.1 server with keep-alive that answers by request line, as Keel would.
+async fn fake_keel() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: headers, then content-length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let body_len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + body_len {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body =
+                        String::from_utf8_lossy(&buf[head_end..head_end + body_len]).to_string();
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    buf.drain(..head_end + body_len);
+                    let (status, answer) = if line.starts_with("get /v1/status") {
+                        ("200 OK", r#"{"role":"leader","leader":null}"#.to_string())
+                    } else if line.starts_with("put /v1/kv/b000") && body.contains("vvvv") {
+                        ("200 OK", r#"{"header":{},"revision":5}"#.to_string())
+                    } else if line.starts_with("post /v1/cas") {
+                        (
+                            "200 OK",
+                            r#"{"header":{},"succeeded":false,"revision":5}"#.to_string(),
+                        )
+                    } else if line.starts_with("post /v1/txn") && body.contains("b000000000000002")
+                    {
+                        (
+                            "200 OK",
+                            r#"{"header":{},"succeeded":true,"responses":[]}"#.to_string(),
+                        )
+                    } else if line.starts_with("get /v1/kv/") && line.contains("read=any") {
+                        (
+                            "421 Misdirected Request",
+                            r#"{"code":"NOT_LEADER","message":"ask 2","leader":{"id":2,"client_addr":"127.0.0.1:1"}}"#
+                                .to_string(),
+                        )
+                    } else {
+                        (
+                            "400 Bad Request",
+                            r#"{"code":"BAD_REQUEST","message":"unexpected"}"#.to_string(),
+                        )
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn keel_driver_speaks_the_api_and_reports_error_codes() {
+    use keel_bench::keel::KeelTarget;
+    let addr = fake_keel().await;
+    let target = KeelTarget::discover(&[format!("http://{addr}/")])
+        .await
+        .unwrap();
+    assert_eq!(target.leader(), addr);
+    let config = Config::default();
+    let mut conn = target.connect(0, Route::Leader).await.unwrap();
+    // Several requests over the one keep-alive connection.
+    for i in 0..3 {
+        conn.put(&config.key(i), &config.value()).await.unwrap();
+    }
+    assert!(!conn.cas(&config.key(1), b"v", b"v").await.unwrap());
+    assert!(conn
+        .txn(&config.key(1), &config.key(2), b"v", b"v")
+        .await
+        .unwrap());
+    let e = conn.get(&config.key(1), ReadLevel::Any).await.unwrap_err();
+    assert_eq!(e.code, "NOT_LEADER");
+    // The connection followed the hint to 127.0.0.1:1, where nothing listens.
+    let e = conn.put(&config.key(1), &config.value()).await.unwrap_err();
+    assert_eq!(e.code, "TRANSPORT");
+    assert!(KeelTarget::discover(&[]).await.is_err());
 }
