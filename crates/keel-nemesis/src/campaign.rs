@@ -398,7 +398,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             .partitions
             .iter()
             .filter(|p| p.verdict == Verdict::NotLinearizable)
-            .map(|p| p.label.as_str())
+            .map(|p| p.label.trim_matches('"'))
             .take(10)
             .collect();
         problems.push(format!(
