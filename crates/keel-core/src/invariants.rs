@@ -326,6 +326,11 @@ impl SafetyMonitor {
     pub fn observe_restart(&mut self, node: &Node) -> Result<(), Violation> {
         let id = node.id();
         let w = self.nodes.entry(id).or_default();
+        if node.repairing() {
+            // Repair mode distrusts the saved commit index (repair.rs): it restarts from the
+            // snapshot and is re-learned from a leader.
+            w.durable_commit = w.durable_commit.min(node.commit_index());
+        }
         if node.commit_index() < w.durable_commit {
             return violation(
                 "commit-monotonic",

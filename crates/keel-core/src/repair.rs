@@ -38,6 +38,15 @@ impl Node {
     /// repairing): it neither votes nor campaigns until it has caught up from a leader.
     pub fn new_repairing(cfg: Config, restored: Restored, now: Time) -> Result<Node, String> {
         let mut node = Node::new(cfg, restored, now)?;
+        // The saved commit index is not trusted: a log cut at damage may be an older state of
+        // the log than the one that index was saved for (entries a later truncate record had
+        // replaced are back). Only the snapshot is known committed; the rest is re-learned
+        // from a leader.
+        let base = node.log.snapshot_index;
+        node.log.committed = base;
+        node.max_committed_seen = base;
+        node.durable_hard_state.commit = base;
+        node.written_hard_state.commit = base;
         let restored_term = node.term;
         node.term = restored_term + 1;
         node.vote = None;

@@ -5,12 +5,18 @@
 
 use keel_core::Write;
 use keel_persist::{Recovery, Staged};
-use keel_storage::{SimFaults, SimIo, Storage, StorageOptions, WalOptions};
+use keel_storage::{Io, SimFaults, SimIo, Storage, StorageOptions, WalOptions};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
 /// Small segments so that rollover and purge happen often in a short run.
 const SEGMENT_CAPACITY_BYTES: u64 = 64 << 10;
+/// WAL layout (docs/storage.md section 3): segment header and record header sizes.
+const SEGMENT_HEADER_BYTES: usize = 64;
+const RECORD_HEADER_BYTES: usize = 48;
+const RECORD_TYPE_ENTRY: u8 = 1;
+/// Damage picks one of this many newest synced entry records that a later batch follows.
+const DAMAGE_CANDIDATES_MAX: usize = 16;
 
 pub struct Disk {
     pub io: SimIo,
@@ -45,15 +51,15 @@ impl Disk {
         }
     }
 
-    /// Opens (recovers) the data directory.
-    pub fn open(&mut self) -> Result<Recovery, String> {
+    /// Opens (recovers) the data directory; `repair`: discard damaged synced data.
+    pub fn open(&mut self, repair: bool) -> Result<Recovery, String> {
         assert!(self.storage.is_none(), "open a closed disk only");
         let options = StorageOptions {
             wal: WalOptions {
                 segment_capacity_bytes: SEGMENT_CAPACITY_BYTES,
                 ..WalOptions::default()
             },
-            repair: false,
+            repair,
         };
         let (storage, recovery) = keel_persist::open(self.io.clone(), &self.dir, options)?;
         self.storage = Some(storage);
@@ -100,4 +106,70 @@ impl Disk {
         self.staged.clear();
         self.io.crash();
     }
+
+    /// Media damage to synced data of a crashed node: flips a bit in the header of one of the
+    /// newest entry records that a record of a later batch follows (so recovery can prove the
+    /// record was synced: damage, not a torn write). `pick` chooses among the candidates
+    /// (newest last). Returns the damaged entry's index, or None when no record qualifies.
+    pub fn damage_synced_record(&mut self, pick: impl FnOnce(usize) -> usize) -> Option<u64> {
+        assert!(self.storage.is_none(), "damage a crashed disk only");
+        let wal_dir = self.dir.join("wal");
+        let names = self.io.list_dir(&wal_dir).ok()?;
+        // (path, offset, index, batch) of every valid entry record, in log order.
+        let mut records = Vec::new();
+        for name in names.iter().filter(|n| n.ends_with(".wal")) {
+            let path = wal_dir.join(name);
+            let data = self.io.contents(&path)?;
+            if !scan_segment(&data, &path, &mut records) {
+                break; // A bad spot: nothing after it is replayed.
+            }
+        }
+        let max_batch = records.iter().map(|r| r.3).max()?;
+        let candidates: Vec<&(PathBuf, u64, u64, u64)> =
+            records.iter().filter(|r| r.3 < max_batch).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let tail = &candidates[candidates.len().saturating_sub(DAMAGE_CANDIDATES_MAX)..];
+        let (path, offset, index, _) = tail[pick(tail.len()).min(tail.len() - 1)];
+        // Bit 0 of the index field: the record's CRC no longer matches.
+        self.io.flip_bit(path, offset + 32, 0).ok()?;
+        Some(*index)
+    }
+}
+
+/// Appends the valid entry records of one segment; false if it ends at a bad record.
+fn scan_segment(
+    data: &[u8],
+    path: &std::path::Path,
+    out: &mut Vec<(PathBuf, u64, u64, u64)>,
+) -> bool {
+    let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+    let mut at = SEGMENT_HEADER_BYTES;
+    while at + RECORD_HEADER_BYTES <= data.len() {
+        let header = &data[at..at + RECORD_HEADER_BYTES];
+        if header.iter().all(|b| *b == 0) {
+            return true; // End of the written part.
+        }
+        let payload_len = u32_at(at + 4) as usize;
+        let end = at + RECORD_HEADER_BYTES + payload_len;
+        if end > data.len() {
+            return false;
+        }
+        let crc = crc32c::crc32c(&data[at + 4..end]);
+        if crc != u32_at(at) {
+            return false;
+        }
+        if data[at + 8] == RECORD_TYPE_ENTRY {
+            out.push((
+                path.to_path_buf(),
+                at as u64,
+                u64_at(at + 32),
+                u64_at(at + 24),
+            ));
+        }
+        at = end.next_multiple_of(8);
+    }
+    true
 }

@@ -18,6 +18,20 @@ mod world;
 pub use keel_core::invariants::Violation;
 pub use keel_core::Mutant;
 
+/// Damage to synced WAL data, injected at crashes (one damaged node at a time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WalDamage {
+    /// No damage to synced data (crashes still lose and tear unsynced writes).
+    #[default]
+    Off,
+    /// Half of the crashes flip a bit in a synced record of one of the last batches; the node
+    /// restarts with storage repair on and the core in repair mode (`Node::new_repairing`).
+    Repair,
+    /// The same damage, but the node restarts as if the cut were a torn write: `Node::new`, no
+    /// repair mode. Unsafe on purpose: proves the checks catch silent truncation.
+    SilentTruncate,
+}
+
 /// The simulated nodes' clock assumptions (what `Config` is told).
 pub const CLOCK_UNCERTAINTY_MS: u64 = 20;
 pub const CLOCK_DRIFT_PPM_MAX: u64 = 400;
@@ -35,6 +49,8 @@ pub struct SimOptions {
     pub mutant: Option<Mutant>,
     /// Check the client history for linearizability at the end.
     pub check_history: bool,
+    /// Damage to synced WAL data at crashes.
+    pub wal_damage: WalDamage,
 }
 
 impl Default for SimOptions {
@@ -47,6 +63,7 @@ impl Default for SimOptions {
             faults: true,
             mutant: None,
             check_history: true,
+            wal_damage: WalDamage::Off,
         }
     }
 }
@@ -80,6 +97,10 @@ pub struct SeedResult {
     pub elections: u64,
     pub faults: u64,
     pub clock_assumption_violated: bool,
+    /// Crashes that damaged a synced WAL record (`SimOptions::wal_damage`).
+    pub wal_damages: u64,
+    /// Repairing nodes that caught up (`Note::RepairCompleted`).
+    pub repairs_completed: u64,
     pub trace: Vec<String>,
 }
 
@@ -129,6 +150,8 @@ pub fn run_seed(seed: u64, opts: &SimOptions, trace: bool) -> SeedResult {
         elections: world.elections,
         faults: world.faults_injected,
         clock_assumption_violated: world.clock_assumption_violated,
+        wal_damages: world.wal_damages,
+        repairs_completed: world.repairs_completed,
         trace: world.take_trace(),
     }
 }

@@ -5,7 +5,7 @@ use crate::clock::NodeClock;
 use crate::disk::Disk;
 use crate::faults::FaultPlan;
 use crate::workload::{encode, written_key, App, Op, OpKind, Outcome};
-use crate::{SimOptions, TraceSink};
+use crate::{SimOptions, TraceSink, WalDamage};
 use keel_core::invariants::{SafetyMonitor, Violation};
 use keel_core::{
     Body, ConfChange, Config, EntryKind, Membership, Message, Node, NodeId, ReadMode, ReadPath,
@@ -100,6 +100,10 @@ pub struct World {
     pub liveness_ok: bool,
     pub faults_injected: u64,
     pub elections: u64,
+    /// Nodes whose synced WAL was damaged and that have not yet caught up (at most one).
+    damaged: BTreeSet<NodeId>,
+    pub wal_damages: u64,
+    pub repairs_completed: u64,
     trace: TraceSink,
 }
 
@@ -135,6 +139,9 @@ impl World {
             liveness_ok: false,
             faults_injected: 0,
             elections: 0,
+            damaged: BTreeSet::new(),
+            wal_damages: 0,
+            repairs_completed: 0,
             trace,
         };
         let voters: Vec<NodeId> = (1..=w.opts.nodes as u64).collect();
@@ -207,7 +214,7 @@ impl World {
             reads: BTreeMap::new(),
         };
         // A brand-new member: persist its bootstrap state (the initial configuration) first.
-        if let Err(e) = host.disk.open() {
+        if let Err(e) = host.disk.open(false) {
             panic!("fresh disk of node {id} failed to open: {e}");
         }
         if let Some(meta) = restored.snapshot.clone() {
@@ -231,8 +238,9 @@ impl World {
     fn boot(&mut self, id: NodeId) -> Option<Violation> {
         let cfg = self.node_config(id);
         let now_us = self.now_us;
+        let damage = self.opts.wal_damage;
         let host = self.hosts.get_mut(&id).expect("host exists");
-        let recovery = match host.disk.open() {
+        let recovery = match host.disk.open(damage != WalDamage::Off) {
             Ok(r) => r,
             Err(e) => {
                 return Some(Violation {
@@ -242,8 +250,27 @@ impl World {
             }
         };
         let restored = recovery.restored;
+        if !recovery.repairs.is_empty() {
+            let kept = restored
+                .entries
+                .last()
+                .map_or(0, |e| e.index)
+                .max(restored.snapshot.as_ref().map_or(0, |s| s.index));
+            self.monitor.observe_storage_damage(id, kept);
+            self.trace_line(|| format!("node {id} storage repaired: kept the log up to {kept}"));
+        }
+        let repairing = damage == WalDamage::Repair && recovery.repairing;
+        if damage == WalDamage::SilentTruncate {
+            self.damaged.remove(&id);
+        }
+        let host = self.hosts.get_mut(&id).expect("host exists");
         let now = host.clock.read(now_us);
-        let mut node = match Node::new(cfg, restored, now) {
+        let started = if repairing {
+            Node::new_repairing(cfg, restored, now)
+        } else {
+            Node::new(cfg, restored, now)
+        };
+        let mut node = match started {
             Ok(n) => n,
             Err(e) => {
                 return Some(Violation {
@@ -574,6 +601,12 @@ impl World {
                 }
             }
             for n in &ready.notes {
+                if let keel_core::Note::RepairCompleted { index, term } = n {
+                    self.damaged.remove(&id);
+                    self.repairs_completed += 1;
+                    let (i, t) = (*index, *term);
+                    self.trace_line(|| format!("node {id} repair completed at {i}@t{t}"));
+                }
                 if let keel_core::Note::BecameLeader { term } = n {
                     self.elections += 1;
                     let t = *term;
@@ -1076,10 +1109,33 @@ impl World {
                 h.disk.crash();
                 h.node = None;
                 self.monitor.observe_crash(victim);
+                self.maybe_damage(victim);
                 let restart = self.rng.gen_range(50_000..2_000_000);
                 self.schedule(restart, Ev::Restart(victim));
                 self.trace_line(|| format!("crash {victim}"));
             }
+        }
+    }
+
+    /// With WAL damage on: half of the crashes damage a synced record of the crashed node,
+    /// while no other node is still repairing (two repairing nodes of three could never elect
+    /// a leader again: repair mode trades availability for safety).
+    fn maybe_damage(&mut self, victim: NodeId) {
+        if self.opts.wal_damage == WalDamage::Off || !self.damaged.is_empty() {
+            return;
+        }
+        if !self.rng.gen_bool(0.5) {
+            return;
+        }
+        let roll = self.rng.gen::<u64>();
+        let h = self.hosts.get_mut(&victim).expect("victim exists");
+        let pick = |n: usize| (roll % n as u64) as usize;
+        if let Some(index) = h.disk.damage_synced_record(pick) {
+            self.damaged.insert(victim);
+            self.faults_injected += 1;
+            self.wal_damages += 1;
+            self.record(9, victim, index, 0);
+            self.trace_line(|| format!("damage node {victim}: synced WAL record of entry {index}"));
         }
     }
 

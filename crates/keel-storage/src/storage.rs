@@ -71,6 +71,10 @@ impl<I: Io> Storage<I> {
             Err(e) => return Err(Error::io("lock", lock_path, e)),
         };
         let repair = options.repair;
+        let marker = dir.join(REPAIRING_FILE);
+        let marker_present = io
+            .exists(&marker)
+            .map_err(|e| Error::io("stat", &marker, e))?;
         let (snapshots, snapshot_recovery) =
             SnapshotStore::open(io.clone(), &dir.join(SNAP_DIR), repair)?;
         let (hard_state, hard_state_recovery) = HardStateStore::open(&io, dir, repair)?;
@@ -101,6 +105,23 @@ impl<I: Io> Storage<I> {
         }
         let snapshot = snapshots.latest().cloned();
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.index);
+        if wal_recovery.repair.is_some() && snapshot_index > 0 {
+            // A log cut at damage is an older state of the log; its entries after the snapshot
+            // are kept only if it still links to the snapshot (same term at the snapshot index).
+            let snapshot_term = snapshot.as_ref().map_or(0, |s| s.term);
+            let linked = wal.term(snapshot_index) == Some(snapshot_term);
+            let keep_from = snapshot_index + 1;
+            if !linked && wal.first_index() <= keep_from && wal.last_index() >= keep_from {
+                repairs.push(format!(
+                    "discarded the repaired log after the snapshot at {snapshot_index}: it does \
+                     not link to it"
+                ));
+                wal.truncate_suffix(keep_from)?;
+                wal.purge_prefix(keep_from)?;
+                wal.sync()?;
+                assert_eq!(wal.last_index(), snapshot_index);
+            }
+        }
         // The log must continue from the snapshot (or from index 1 without one).
         if wal.first_index() > snapshot_index + 1 && wal.last_index() >= wal.first_index() {
             let reason = format!(
@@ -121,20 +142,20 @@ impl<I: Io> Storage<I> {
                 "hard state commit index {} is beyond the recovered log end {end}",
                 hard.commit
             );
-            if !repair {
+            // While repairing (marker present) the core does not trust the saved commit index,
+            // and a leader may have truncated the log below it: lower it without a new repair.
+            if !repair && !marker_present {
                 return Err(Error::corrupt(
                     dir.join(crate::hard_state::HARD_STATE_FILE),
                     0,
                     reason,
                 ));
             }
-            repairs.push(format!("{reason}; commit lowered to {end}"));
+            if repair {
+                repairs.push(format!("{reason}; commit lowered to {end}"));
+            }
             hard.commit = end;
         }
-        let marker = dir.join(REPAIRING_FILE);
-        let marker_present = io
-            .exists(&marker)
-            .map_err(|e| Error::io("stat", &marker, e))?;
         let mut storage = Storage {
             wal,
             hard_state,
