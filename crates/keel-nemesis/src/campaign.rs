@@ -173,6 +173,9 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     if config.faults.contains(&FaultKind::Clock) && !cluster.faketime_available() {
         notes.push("libfaketime not installed: clock faults skipped".to_string());
     }
+    if config.faults.contains(&FaultKind::SlowDisk) && !cluster.fsync_delay_supported {
+        notes.push("server lacks --test-fsync-delay-ms: slow-disk faults skipped".to_string());
+    }
     cluster.start_all().await?;
     match wait_for_write(&mut cluster, LEADER_WAIT_MS).await {
         Ok(Some(_)) => {}

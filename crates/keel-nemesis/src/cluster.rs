@@ -50,6 +50,8 @@ pub struct Node {
     child: Option<Child>,
     pub paused: bool,
     pub skew: Option<ClockSkew>,
+    /// `--test-fsync-delay-ms` while a slow-disk fault holds (0: none).
+    pub fsync_delay_ms: u64,
     pub starts: u64,
 }
 
@@ -69,6 +71,7 @@ pub struct Cluster {
     /// Directed links (from, to) -> proxy.
     pub links: BTreeMap<(u64, u64), LinkProxy>,
     pub peer_routes_supported: bool,
+    pub fsync_delay_supported: bool,
     faketime_lib: Option<PathBuf>,
     http: reqwest::Client,
 }
@@ -128,6 +131,7 @@ impl Cluster {
             bail!("--election-timeout-ms must be at least 50");
         }
         let peer_routes_supported = serve_supports(&spec.keel_bin, "--peer-routes")?;
+        let fsync_delay_supported = serve_supports(&spec.keel_bin, "--test-fsync-delay-ms")?;
         std::fs::create_dir_all(&spec.dir)
             .with_context(|| format!("cannot create {}", spec.dir.display()))?;
         let ports = free_ports(2 * spec.nodes).context("free ports")?;
@@ -143,6 +147,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     skew: None,
+                    fsync_delay_ms: 0,
                     starts: 0,
                 }
             })
@@ -169,6 +174,7 @@ impl Cluster {
             nodes,
             links,
             peer_routes_supported,
+            fsync_delay_supported,
             faketime_lib: find_faketime_lib(),
             http,
         })
@@ -269,6 +275,9 @@ impl Cluster {
         if let Some(routes) = routes {
             command.args(["--peer-routes", &routes]);
         }
+        if node.fsync_delay_ms > 0 && self.fsync_delay_supported {
+            command.args(["--test-fsync-delay-ms", &node.fsync_delay_ms.to_string()]);
+        }
         if let Some(mutant) = &self.spec.mutant {
             command.args(["--mutant", mutant]);
         }
@@ -337,6 +346,14 @@ impl Cluster {
         self.kill(id)?;
         let index = self.index(id);
         self.nodes[index].skew = skew;
+        self.start(id)
+    }
+
+    /// Restarts node `id` with a slow disk (`--test-fsync-delay-ms`; 0 = normal).
+    pub fn restart_with_fsync_delay(&mut self, id: u64, fsync_delay_ms: u64) -> Result<()> {
+        self.kill(id)?;
+        let index = self.index(id);
+        self.nodes[index].fsync_delay_ms = fsync_delay_ms;
         self.start(id)
     }
 

@@ -47,10 +47,12 @@ pub enum FaultKind {
     Transfer,
     /// Restart a node with its wall clock offset through libfaketime (within bounds).
     Clock,
+    /// Restart a node with a slow disk (`--test-fsync-delay-ms`), restored after the hold.
+    SlowDisk,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -62,6 +64,7 @@ impl FaultKind {
         FaultKind::Pause,
         FaultKind::Transfer,
         FaultKind::Clock,
+        FaultKind::SlowDisk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Transfer => "transfer",
             FaultKind::Clock => "clock",
+            FaultKind::SlowDisk => "slow-disk",
         }
     }
 
@@ -332,6 +336,21 @@ async fn start_fault(
             cluster.restart_with_skew(node, Some(ClockSkew { offset_ms }))?;
             format!("node {node} restarted with wall clock {offset_ms:+} ms (libfaketime)")
         }
+        FaultKind::SlowDisk => {
+            if !cluster.fsync_delay_supported {
+                return Ok(None);
+            }
+            let delay_ms = 20 + step.choice % 181;
+            cluster.restart_with_fsync_delay(target, delay_ms)?;
+            format!(
+                "node {target}{} restarted with every WAL sync delayed {delay_ms} ms",
+                if Some(target) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                }
+            )
+        }
     };
     Ok(Some(detail))
 }
@@ -352,6 +371,17 @@ fn end_fault(cluster: &mut Cluster, step: &Step) -> Result<()> {
         }
         FaultKind::Clock => {
             // The skewed node keeps its offset until the final heal.
+        }
+        FaultKind::SlowDisk => {
+            let slow: Vec<u64> = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.fsync_delay_ms > 0)
+                .map(|n| n.id)
+                .collect();
+            for id in slow {
+                cluster.restart_with_fsync_delay(id, 0)?;
+            }
         }
         _ => cluster.heal_network(),
     }
@@ -383,6 +413,13 @@ pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
         let skewed = cluster.nodes.iter().any(|n| n.id == id && n.skew.is_some());
         if skewed {
             cluster.restart_with_skew(id, None)?;
+        }
+        let slow = cluster
+            .nodes
+            .iter()
+            .any(|n| n.id == id && n.fsync_delay_ms > 0);
+        if slow {
+            cluster.restart_with_fsync_delay(id, 0)?;
         }
         cluster.start(id)?;
     }
