@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub wal_segment_bytes: u64,
     /// Test-only slow disk: every WAL sync batch waits this long before its fdatasync.
     pub test_fsync_delay_ms: u64,
+    /// Repair mode (`keel serve --repair`): storage discards damaged synced data instead of
+    /// refusing to start, and the node neither votes nor campaigns until it has caught up from
+    /// a leader (docs/safety.md, "Repair mode"). Only for a member of a multi-node cluster.
+    pub repair: bool,
 
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -93,6 +97,7 @@ impl Default for ServerConfig {
             peer_routes: BTreeMap::new(),
             wal_segment_bytes: 64 << 20,
             test_fsync_delay_ms: 0,
+            repair: false,
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
             // A new leader cannot commit before the previous lease ends: a lease no longer than

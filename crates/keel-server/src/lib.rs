@@ -130,6 +130,13 @@ impl Server {
         for r in &recovery.repairs {
             tracing::warn!(repair = %r, "storage repair");
         }
+        let repairing = recovery.repairing;
+        if repairing {
+            tracing::warn!(
+                node = cfg.id,
+                "starting in repair mode: no votes and no campaigns until caught up from a leader"
+            );
+        }
 
         let mut static_book = AddressBook::new();
         for (&id, addr) in &cfg.peers {
@@ -164,8 +171,12 @@ impl Server {
         let (now, _) = clock.now();
         let mut core_cfg = cfg.core_config();
         core_cfg.mutant = mutants.core;
-        let mut node = Node::new(core_cfg, restored, now)
-            .map_err(|e| anyhow::anyhow!("cannot start the node: {e}"))?;
+        let started = if repairing {
+            Node::new_repairing(core_cfg, restored, now)
+        } else {
+            Node::new(core_cfg, restored, now)
+        };
+        let mut node = started.map_err(|e| anyhow::anyhow!("cannot start the node: {e}"))?;
         let mut kv_cfg = cfg.kv_config();
         kv_cfg.dedup_disabled = mutants.no_session_dedup;
         let mut book = AddressBook::new();

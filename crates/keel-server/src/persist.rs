@@ -27,6 +27,7 @@ pub fn open(dir: &Path, options: StorageOptions) -> anyhow::Result<(Storage<Real
 pub fn storage_options(cfg: &crate::ServerConfig) -> StorageOptions {
     let mut options = StorageOptions::default();
     options.wal.segment_capacity_bytes = cfg.wal_segment_bytes;
+    options.repair = cfg.repair;
     options
 }
 

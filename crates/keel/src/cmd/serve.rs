@@ -44,6 +44,10 @@ pub struct Args {
     /// Test only: delay every WAL sync batch by this many ms (a slow disk).
     #[arg(long)]
     test_fsync_delay_ms: Option<u64>,
+    /// Repair mode: discard damaged synced log data instead of refusing to start; the node
+    /// neither votes nor campaigns until it has caught up from a leader (multi-node only).
+    #[arg(long)]
+    repair: bool,
     /// Cluster id; peers with another id are refused.
     #[arg(long)]
     cluster_id: Option<String>,
@@ -105,6 +109,9 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
     set!(snapshot_interval_entries);
     set!(request_timeout_ms);
     set!(test_fsync_delay_ms);
+    if args.repair {
+        cfg.repair = true;
+    }
     if args.advertise_client.is_some() {
         cfg.advertise_client = args.advertise_client.clone();
     }
