@@ -129,6 +129,15 @@ fn step_throughput(c: &mut Criterion) {
 fn proposal_batching(c: &mut Criterion) {
     let mut group = c.benchmark_group("core_proposal_batching");
     for batch in BATCH_SIZES {
+        // How many messages a batch costs: shows whether proposals made between two `ready()`
+        // calls share append messages.
+        let mut probe = Cluster::new();
+        probe.propose_and_commit(batch);
+        eprintln!(
+            "batch {batch}: {} messages delivered, {:.2} per entry",
+            probe.delivered_messages,
+            probe.delivered_messages as f64 / batch as f64
+        );
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::new("entries", batch), &batch, |b, &batch| {
             b.iter_custom(|iters| {
