@@ -15,6 +15,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%S)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 DURATION_S=${DURATION_S:-10}
 WARMUP_S=${WARMUP_S:-2}
 OPEN_LOAD_PERCENT=${OPEN_LOAD_PERCENT:-80}
@@ -165,8 +167,8 @@ done
 mkdir -p "$(dirname "$RESULTS")"
 python3 "$ROOT/bench/table.py" "$OUT" \
   --meta "etcd: $ETCD_VERSION" \
-  --meta "keel: $("$KEEL_BIN" --version) ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown))" \
+  --meta "keel server: $KEEL_BIN ($("$KEEL_BIN" --version)); bench client: $BENCH_BIN; tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --meta "machine: $(nproc) cores, $(uname -r), data on $FS_TYPE; $DURATION_S s per run after $WARMUP_S s warm-up; $KEYS keys, 16-byte keys, $VALUE_SIZE-byte values" \
-  --meta "command: DURATION_S=$DURATION_S WARMUP_S=$WARMUP_S bench/compare-etcd.sh" \
+  --meta "command: DURATION_S=$DURATION_S WARMUP_S=$WARMUP_S bench/compare-etcd.sh; started $STARTED_AT UTC, load average before: $LOAD_BEFORE" \
   --results "$RESULTS"
 echo "written: $RESULTS" >&2
