@@ -56,6 +56,8 @@ pub struct Bounds {
     /// Disks complete every write at once (no `persist` action). Forced off when crashes > 0.
     pub sync_disk: bool,
     pub depth_max: usize,
+    /// Depth-first instead of breadth-first: little memory, counterexamples not shortest.
+    pub dfs: bool,
     pub states_max: usize,
     pub time_limit_s: u64,
     /// Global clock bound: no tick past this model time.
@@ -92,6 +94,7 @@ impl Default for Bounds {
             clock_skews: 0,
             sync_disk: true,
             depth_max: 10,
+            dfs: true,
             states_max: 3_000_000,
             time_limit_s: 300,
             time_max_ms: 2_000,
@@ -117,6 +120,7 @@ impl Bounds {
         let base = Bounds {
             mutant: Some(m),
             depth_max: 16,
+            dfs: false,
             reads: 0,
             proposals: 0,
             crashes: 0,

@@ -59,6 +59,10 @@ pub struct Args {
     /// Maximum path length (actions).
     #[arg(long)]
     depth: Option<usize>,
+    /// Search depth-first (a few bytes per state instead of kilobytes; the counterexample is
+    /// then a real path but not necessarily a shortest one).
+    #[arg(long)]
+    dfs: bool,
     /// Stop after this many unique states.
     #[arg(long)]
     states_max: Option<usize>,
@@ -124,6 +128,7 @@ pub fn run(args: Args) -> i32 {
         transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks, clock_skews => clock_skews,
         depth => depth_max, states_max => states_max, time_limit => time_limit_s);
     b.pre_vote |= args.pre_vote;
+    b.dfs |= args.dfs;
     if let Some(name) = &args.prefix {
         if name == "boot" {
             b.script.clear();
@@ -156,9 +161,9 @@ pub fn run(args: Args) -> i32 {
         return 2;
     }
     println!(
-        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} clock-skews={} async-disk={} pre-vote={} depth={} mutant={} start={} ({} scripted actions)",
+        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} clock-skews={} async-disk={} pre-vote={} depth={} search={} mutant={} start={} ({} scripted actions)",
         b.nodes, b.term_max, b.log_entries_max, b.crashes, b.messages, b.proposals, b.reads, b.conf_changes,
-        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.clock_skews, b.async_disk(), b.pre_vote, b.depth_max,
+        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.clock_skews, b.async_disk(), b.pre_vote, b.depth_max, if b.dfs { "dfs" } else { "bfs" },
         b.mutant.map_or("none", |m| m.name()), b.script_name, b.script.len()
     );
     let mut progress = |s: &keel_model::Stats| {
