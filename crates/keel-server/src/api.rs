@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+/// Longest key prefix a log line shows.
+const LOG_KEY_BYTES_MAX: usize = 128;
 /// Extra body bytes allowed beyond the base64-expanded value (key, JSON syntax, session).
 const BODY_OVERHEAD_BYTES: usize = 64 << 10;
 
@@ -474,6 +476,12 @@ async fn write_call(
     session: Option<SessionTag>,
     forward: Option<(Method, Uri, Bytes)>,
 ) -> Result<WriteOk, Response> {
+    if let Some(key) = write_key(&command) {
+        // User data reaches logs only as an escaped field (Debug form: newlines and escape
+        // characters are written as escapes in both the JSON and the text format).
+        let shown = String::from_utf8_lossy(&key[..key.len().min(LOG_KEY_BYTES_MAX)]);
+        tracing::debug!(key = ?shown, key_bytes = key.len(), "write received");
+    }
     // A hot key gets its share of in-flight writes, not the node's.
     let _key_slot = match write_key(&command) {
         Some(key) => match state.shared.admission.acquire(Share::Key, key) {

@@ -52,13 +52,21 @@ pub fn run(cfg: ServerConfig, opts: RunOptions) -> i32 {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "node failed to start");
-                eprintln!("keel serve: {e:#}");
+                // Humans get the reason on stdout too; stderr stays one log record per line.
+                println!("keel serve: {e:#}");
                 return 1;
             }
         };
-        eprintln!(
+        // The banner goes to stdout: stderr carries only log records (JSON lines by default).
+        println!(
             "keel serve: node {} serving clients on http://{} (peers on {})",
             server.shared.node_id, server.client_addr, server.peer_addr
+        );
+        tracing::info!(
+            node = server.shared.node_id,
+            client = %server.client_addr,
+            peer = %server.peer_addr,
+            "serving"
         );
         let stopper = server.shutdown_sender();
         let reason = tokio::select! {

@@ -520,3 +520,341 @@ async fn disk_full_node_turns_read_only_and_recovers_when_space_returns() {
     assert!(cluster.all_alive(), "{}", cluster.log_tail());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+fn leader_addr_of(cluster: &Cluster) -> Option<String> {
+    for n in &cluster.nodes {
+        if n.child.is_some() {
+            let (code, st) = http(&n.client_addr, "GET", "/v1/status", b"");
+            if code == 200 && st["role"] == "leader" {
+                return Some(n.client_addr.clone());
+            }
+        }
+    }
+    None
+}
+
+/// Matrix row "majority side": with one node gone (here the leader, stopped), the other two
+/// elect a leader and serve writes and every read level again within a few election timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_side_keeps_serving_when_the_leader_stops() {
+    let mut cluster = Cluster::start("majority-side", 3, 0, &[]);
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let (code, v, _) = put(&cluster.nodes[leader].client_addr, "m", "1");
+    assert_eq!(code, 200, "{v}");
+    signal(&cluster, leader, "STOP");
+    let stopped = Instant::now();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let new_leader_addr = loop {
+        let mut found = None;
+        for &i in &others {
+            let addr = &cluster.nodes[i].client_addr;
+            let (code, _, _) = put(addr, "m", "2");
+            if code == 200 {
+                found = Some(addr.clone());
+                break;
+            }
+        }
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "no write within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failover = stopped.elapsed();
+    eprintln!("majority side: first acknowledged write {failover:?} after the leader stopped");
+    assert!(failover < Duration::from_millis(10 * ELECTION_TIMEOUT_MS));
+    let (code, v) = get(&new_leader_addr, "m", "linearizable");
+    assert_eq!((code, v["kv"]["value"].as_str()), (200, Some("2")), "{v}");
+    for &i in &others {
+        let addr = &cluster.nodes[i].client_addr;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (code, v) = get(addr, "m", "bounded:2000");
+            if code == 200 && v["kv"]["value"] == "2" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bounded read on node {}: {v}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (code, _) = get(addr, "m", "any");
+        assert_eq!(code, 200);
+    }
+    signal(&cluster, leader, "CONT");
+    let old = cluster.nodes[leader].client_addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, v) = get(&old, "m", "any");
+        if code == 200 && v["kv"]["value"] == "2" && status(&old)["role"] == "follower" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "old leader did not rejoin: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+}
+
+/// Matrix row "leader flapping": leadership moves every 300 ms while one client writes an
+/// increasing counter and others read it at each level. Every answer is a success or a
+/// retryable code; a linearizable read never returns less than a value acknowledged before
+/// it started; a bounded read that succeeds states a staleness within its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_flapping_keeps_reads_linearizable_and_errors_retryable() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut cluster = Cluster::start("flapping", 3, 0, &[]);
+    let client = cluster.client();
+    cluster.wait_leader(&client).await;
+    let addrs: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.client_addr.clone())
+        .collect();
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (addrs, acked, stop) = (addrs.clone(), acked.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            let mut codes = std::collections::BTreeMap::<u16, u64>::new();
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let addr = &addrs[(n % 3) as usize];
+                let (code, v, _) = put(addr, "counter", &format!("{n:08}"));
+                *codes.entry(code).or_default() += 1;
+                assert!(matches!(code, 200 | 421 | 503 | 504), "write: {code} {v}");
+                if code == 200 {
+                    acked.fetch_max(n, Ordering::SeqCst);
+                }
+            }
+            codes
+        })
+    };
+    let reader = {
+        let (addrs, acked, stop) = (addrs.clone(), acked.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut i = 0usize;
+            let mut served = [0u64; 3];
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let addr = &addrs[i % 3];
+                let floor = acked.load(Ordering::SeqCst);
+                let level = ["linearizable", "bounded:500", "any"][i % 3];
+                let (code, v) = get(addr, "counter", level);
+                if code != 200 {
+                    assert!(matches!(code, 412 | 421 | 503), "{level}: {code} {v}");
+                    continue;
+                }
+                served[i % 3] += 1;
+                let seen: u64 = v["kv"]["value"].as_str().map_or(0, |s| s.parse().unwrap());
+                match level {
+                    "linearizable" => assert!(
+                        seen >= floor,
+                        "stale linearizable read: {seen} < acknowledged {floor}: {v}"
+                    ),
+                    "bounded:500" => assert!(
+                        v["served"]["staleness_ms"].as_u64().unwrap() <= 500,
+                        "bounded read beyond its bound: {v}"
+                    ),
+                    _ => assert_eq!(v["served"]["level"], "any"),
+                }
+            }
+            served
+        })
+    };
+    let started = Instant::now();
+    let mut transfers = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        if let Some(addr) = leader_addr_of(&cluster) {
+            let (code, _) = http(&addr, "POST", "/v1/leader/transfer", b"{}");
+            if code == 200 {
+                transfers += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let codes = writer.await.unwrap();
+    let served = reader.await.unwrap();
+    eprintln!("flapping: {transfers} transfers; write codes {codes:?}; reads served {served:?}");
+    assert!(transfers >= 5, "leadership flapped only {transfers} times");
+    assert!(
+        acked.load(Ordering::SeqCst) > 10,
+        "writes got through between flaps"
+    );
+    assert!(
+        served.iter().all(|&s| s > 0),
+        "every level was served: {served:?}"
+    );
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+    cluster.wait_leader(&client).await;
+}
+
+/// Matrix row "slow disk": every fdatasync takes 100 ms more. Writes slow down (they wait for
+/// a majority's sync) but succeed; lease reads at the leader do not touch the disk and stay
+/// fast; follower reads at `bounded` and `any` are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_disk_slows_writes_not_lease_reads() {
+    let cluster = Cluster::start("slow-disk", 3, 0, &["--test-fsync-delay-ms", "100"]);
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let addr = cluster.nodes[leader].client_addr.clone();
+    let mut write_ms = Vec::new();
+    for i in 0..10 {
+        let (code, v, took) = put(&addr, "s", &i.to_string());
+        assert_eq!(code, 200, "{v}");
+        write_ms.push(took.as_millis() as u64);
+    }
+    let mut read_ms = Vec::new();
+    let mut lease_reads = 0;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let (code, v) = get(&addr, "s", "linearizable");
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["kv"]["value"], "9");
+        read_ms.push(started.elapsed().as_millis() as u64);
+        if v["served"]["path"] == "lease" {
+            lease_reads += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    write_ms.sort();
+    read_ms.sort();
+    eprintln!("slow disk: write ms {write_ms:?}; linearizable read ms p50 {} max {}; lease {lease_reads}/40",
+        read_ms[20], read_ms[39]);
+    assert!(
+        write_ms[0] >= 100,
+        "a write cannot beat the slow sync: {write_ms:?}"
+    );
+    assert!(write_ms[9] < 3000, "{write_ms:?}");
+    assert!(lease_reads >= 20, "lease reads kept working: {lease_reads}");
+    assert!(
+        read_ms[20] < 50,
+        "lease reads stay fast on a slow disk: {read_ms:?}"
+    );
+    let follower = cluster.nodes[(leader + 1) % 3].client_addr.clone();
+    let (code, v) = get(&follower, "s", "bounded:3000");
+    assert_eq!(code, 200, "{v}");
+    let (code, _) = get(&follower, "s", "any");
+    assert_eq!(code, 200);
+    assert_eq!(status(&addr)["mode"], "healthy");
+}
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Matrix row "clock jump": the leader's wall clock jumps 30 s ahead (libfaketime; monotonic
+/// time untouched). It notices the discontinuity, reports clock_untrusted, stops lease reads
+/// (linearizable reads go through ReadIndex), refuses `bounded` (staleness is unprovable with
+/// an untrusted clock), still serves `any` and writes; after the cooling-off period it is
+/// healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jump_turns_lease_reads_off_until_cooled_off() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "libfaketime is missing: run scripts/setup (installs Debian's faketime)"
+    );
+    let root = std::env::temp_dir().join(format!("keel-clock-jump-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    let cfg = root.join("cooloff.toml");
+    std::fs::write(&cfg, "clock_cooloff_ms = 3000\n").unwrap();
+    let offset_file = root.join("faketime");
+    std::fs::write(&offset_file, "+0\n").unwrap();
+    let cfg_arg = cfg.to_string_lossy().to_string();
+    let mut cluster = Cluster::prepare("clock-jump", 3, 0, &["--config", &cfg_arg]);
+    cluster.nodes[0].env = vec![
+        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".into(),
+            offset_file.to_string_lossy().into(),
+        ),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+    let client = cluster.client();
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let node1 = cluster.nodes[0].client_addr.clone();
+    if leader != 0 {
+        let (code, v) = http(
+            &cluster.nodes[leader].client_addr,
+            "POST",
+            "/v1/leader/transfer",
+            b"{\"target\":1}",
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&node1)["role"] != "leader" || status(&node1)["mode"] != "healthy" {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not become a healthy leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, v, _) = put(&node1, "t", "before");
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = get(&node1, "t", "linearizable");
+    assert_eq!(
+        v["served"]["path"], "lease",
+        "healthy leader reads by lease: {v}"
+    );
+
+    std::fs::write(&offset_file, "+30s\n").unwrap();
+    let jumped = Instant::now();
+    while status(&node1)["mode"] != "clock_untrusted" {
+        assert!(
+            jumped.elapsed() < Duration::from_secs(3),
+            "no clock_untrusted after the jump: {}",
+            status(&node1)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&metrics(&node1), "keel_clock_discontinuities_total") >= 1.0);
+    let (code, v) = get(&node1, "t", "linearizable");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["served"]["path"], "read_index",
+        "no lease reads on an untrusted clock"
+    );
+    let (code, v) = get(&node1, "t", "bounded:60000");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (412, Some("STALE_BOUND_UNMET")),
+        "{v}"
+    );
+    let (code, v) = get(&node1, "t", "any");
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["served"]["staleness_ms"].is_null(),
+        "unknown staleness: {v}"
+    );
+    let (code, v, took) = put(&node1, "t", "during");
+    assert_eq!(code, 200, "writes go on: {v}");
+    assert!(took < Duration::from_secs(3));
+
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while status(&node1)["mode"] == "clock_untrusted" {
+        assert!(
+            Instant::now() < deadline,
+            "still clock_untrusted after the cooling-off period"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, v) = get(&node1, "t", "linearizable");
+    assert_eq!(
+        (code, v["kv"]["value"].as_str()),
+        (200, Some("during")),
+        "{v}"
+    );
+    assert!(cluster.all_alive(), "{}", cluster.log_tail());
+    let _ = std::fs::remove_dir_all(&root);
+}

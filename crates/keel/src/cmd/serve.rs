@@ -133,7 +133,7 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
             ServerConfig::parse_address_map(p).map_err(|e| format!("--peer-routes: {e}"))?;
     }
     if !cfg.peers.is_empty() && !cfg.peers.contains_key(&cfg.id) {
-        eprintln!(
+        println!(
             "keel serve: node {} is not among --peers: it starts outside the configuration (add it as a learner)",
             cfg.id
         );

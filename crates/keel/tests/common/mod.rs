@@ -45,6 +45,8 @@ pub struct Node {
     pub client_addr: String,
     pub peer_addr: String,
     pub child: Option<Child>,
+    /// Extra environment for this node's process (e.g. libfaketime).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Cluster {
@@ -75,6 +77,7 @@ impl Cluster {
                 client_addr: format!("127.0.0.1:{}", ports[2 * i]),
                 peer_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 child: None,
+                env: Vec::new(),
             })
             .collect();
         let cluster = Cluster {
@@ -125,6 +128,7 @@ impl Cluster {
             .args(["--lease-renew-interval-ms", "150"])
             .args(["--parent-pid", &std::process::id().to_string()])
             .args(&self.extra_args)
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
