@@ -105,3 +105,137 @@ impl Node {
         self.out.notes.push(Note::RepairCompleted { index, term });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::message::{Body, Message};
+    use crate::node::{Node, Role};
+    use crate::quorum::Membership;
+    use crate::types::{Entry, EntryKind, HardState, Restored, Stamp, Time};
+    use crate::Config;
+
+    fn at(mono_ms: u64) -> Time {
+        Time {
+            mono_ms,
+            wall_ms: 1_000_000 + mono_ms,
+            wall_trusted: true,
+        }
+    }
+
+    fn repairing_node() -> Node {
+        let mut restored = Restored::bootstrap(Membership::new([1, 2, 3]));
+        restored.hard_state = HardState {
+            term: 3,
+            vote: Some(1),
+            commit: 2,
+        };
+        restored.entries = (1..=2)
+            .map(|index| Entry {
+                index,
+                term: 3,
+                stamp: Stamp::default(),
+                kind: EntryKind::Noop,
+            })
+            .collect();
+        let node = Node::new_repairing(Config::new(2), restored, at(0)).unwrap();
+        assert!(node.repairing());
+        assert_eq!((node.term(), node.vote()), (4, None), "term + 1, no vote");
+        assert_eq!(
+            node.commit_index(),
+            0,
+            "the saved commit index is not trusted"
+        );
+        node
+    }
+
+    fn msg(from: u64, term: u64, body: Body) -> Message {
+        Message {
+            from,
+            to: 2,
+            term,
+            body,
+        }
+    }
+
+    /// Persists every write, then returns the vote and pre-vote answers that left.
+    fn granted(node: &mut Node) -> Vec<bool> {
+        let mut messages = Vec::new();
+        for _ in 0..3 {
+            let ready = node.ready();
+            messages.extend(ready.messages);
+            for w in &ready.writes {
+                node.persisted(node.now, w.id);
+            }
+        }
+        messages
+            .iter()
+            .filter_map(|m| match m.body {
+                Body::VoteResponse { granted } | Body::PreVoteResponse { granted } => Some(granted),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repairing_node_refuses_votes_ignores_timeout_now_and_never_campaigns() {
+        let mut node = repairing_node();
+        let up_to_date = |transfer| Body::Vote {
+            last_index: 10,
+            last_term: 9,
+            transfer,
+        };
+        let pre_vote = Body::PreVote {
+            last_index: 10,
+            last_term: 9,
+        };
+        node.receive(at(1), msg(1, 6, pre_vote));
+        node.receive(at(2), msg(1, 6, up_to_date(false)));
+        node.receive(at(3), msg(3, 7, up_to_date(true)));
+        assert_eq!(granted(&mut node), vec![false, false, false]);
+        node.receive(at(4), msg(3, 7, Body::TimeoutNow));
+        for t in (10..100_000).step_by(10) {
+            node.tick(at(t));
+        }
+        assert_eq!(node.role(), Role::Follower);
+        assert_eq!(node.stats().elections_started, 0, "never campaigns");
+        assert!(node.repairing());
+    }
+
+    #[test]
+    fn repair_completes_after_a_durable_entry_of_a_newer_leader_then_votes() {
+        let mut node = repairing_node();
+        assert!(granted(&mut node).is_empty());
+        // The leader of term 5 appends its own entry after the node's log, with commit 3.
+        let entry = Entry {
+            index: 3,
+            term: 5,
+            stamp: Stamp::default(),
+            kind: EntryKind::Noop,
+        };
+        let append = Body::Append {
+            prev_index: 2,
+            prev_term: 3,
+            entries: vec![entry],
+            commit: 3,
+        };
+        node.receive(at(2), msg(1, 5, append));
+        assert!(node.repairing(), "not before the entry is durable");
+        let ready = node.ready();
+        assert_eq!(ready.writes.len(), 1);
+        node.persisted(at(3), ready.writes[0].id);
+        assert!(!node.repairing());
+        let ready = node.ready();
+        assert!(ready
+            .notes
+            .contains(&crate::Note::RepairCompleted { index: 3, term: 5 }));
+        assert!(ready.writes.iter().any(|w| w.repair_completed));
+        // Votes again: a later candidate with an up-to-date log gets the vote.
+        let vote = Body::Vote {
+            last_index: 3,
+            last_term: 5,
+            transfer: false,
+        };
+        node.receive(at(10_000), msg(3, 6, vote));
+        assert_eq!(granted(&mut node), vec![true]);
+    }
+}
