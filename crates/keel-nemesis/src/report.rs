@@ -13,6 +13,10 @@ pub const POINTS_DRAWN_MAX: usize = 40_000;
 const WIDTH_PX: f64 = 1200.0;
 const HEIGHT_PX: f64 = 360.0;
 const MARGIN_PX: f64 = 50.0;
+/// Time-axis labels, at most.
+const TICKS_MAX: f64 = 20.0;
+/// Fault windows labelled in the plot, at most (beyond it: hover for the name).
+const FAULT_LABELS_MAX: usize = 40;
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -153,15 +157,30 @@ pub fn render(
         "<svg width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
     let fault_windows = windows(faults, end_ns);
+    let labelled = fault_windows.len() <= FAULT_LABELS_MAX;
     for (start, end, label) in &fault_windows {
         let x0 = x(*start);
         let width = (x(*end) - x0).max(1.5);
         let _ = write!(
             out,
-            "<rect x=\"{x0:.1}\" y=\"{MARGIN_PX}\" width=\"{width:.1}\" height=\"{plot_h}\" fill=\"#8888ff\" fill-opacity=\"0.15\"><title>{}</title></rect><text x=\"{x0:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#558\">{}</text>",
+            "<rect x=\"{x0:.1}\" y=\"{MARGIN_PX}\" width=\"{width:.1}\" height=\"{plot_h}\" fill=\"#8888ff\" fill-opacity=\"0.15\"><title>{}</title></rect>",
             escape(label),
-            MARGIN_PX - 4.0,
-            escape(label)
+        );
+        if labelled {
+            let _ = write!(
+                out,
+                "<text x=\"{x0:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#558\">{}</text>",
+                MARGIN_PX - 4.0,
+                escape(label)
+            );
+        }
+    }
+    if !labelled {
+        let _ = write!(
+            out,
+            "<text x=\"{MARGIN_PX}\" y=\"{:.1}\" font-size=\"11\" fill=\"#558\">{} fault windows: hover a band for its fault (the timeline below lists them)</text>",
+            MARGIN_PX - 6.0,
+            fault_windows.len()
         );
     }
     for decade in (log_min as i32)..=(log_max.ceil() as i32) {
@@ -190,10 +209,11 @@ pub fn render(
             *latency as f64 / 1e6
         );
     }
-    for second in 0..=(seconds as u64) {
-        if second % 5 != 0 && seconds > 30.0 {
-            continue;
-        }
+    let tick_s = [1u64, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+        .into_iter()
+        .find(|tick| seconds / (*tick as f64) <= TICKS_MAX)
+        .unwrap_or(3600);
+    for second in (0..=(seconds as u64)).step_by(tick_s as usize) {
         let xx = x(second * 1_000_000_000);
         let _ = write!(
             out,
@@ -215,7 +235,9 @@ pub fn render(
         };
         per_second[bucket][slot] += 1;
     }
-    let peak = per_second
+    // The last second holds the final read-back burst; it does not set the scale.
+    let scaled = &per_second[..per_second.len().saturating_sub(1).max(1)];
+    let peak = scaled
         .iter()
         .map(|b| b.iter().sum::<u64>())
         .max()
@@ -233,7 +255,7 @@ pub fn render(
     for (index, bucket) in per_second.iter().enumerate() {
         let mut top = base;
         for (slot, kind) in ["ok", "fail", "info"].iter().enumerate() {
-            let h = bucket[slot] as f64 * scale;
+            let h = (bucket[slot] as f64 * scale).min(top - 10.0).max(0.0);
             top -= h;
             let _ = write!(
                 out,
