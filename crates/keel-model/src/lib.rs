@@ -58,6 +58,8 @@ pub struct Bounds {
     pub depth_max: usize,
     /// Depth-first instead of breadth-first: little memory, counterexamples not shortest.
     pub dfs: bool,
+    /// Unique states at most: about 30 bytes each depth-first, a few kilobytes each in the
+    /// breadth-first frontier.
     pub states_max: usize,
     pub time_limit_s: u64,
     /// Global clock bound: no tick past this model time.
@@ -95,7 +97,7 @@ impl Default for Bounds {
             sync_disk: true,
             depth_max: 10,
             dfs: true,
-            states_max: 3_000_000,
+            states_max: 50_000_000,
             time_limit_s: 300,
             time_max_ms: 2_000,
             election_timeout_ms: 100,
@@ -121,6 +123,7 @@ impl Bounds {
             mutant: Some(m),
             depth_max: 16,
             dfs: false,
+            states_max: 3_000_000,
             reads: 0,
             proposals: 0,
             crashes: 0,
