@@ -180,6 +180,12 @@ impl ServerConfig {
                 "wal_segment_bytes must be in [message_bytes_max + 4096 = {segment_min}, 1 GiB]"
             ));
         }
+        if self.repair && self.peers.len() < 3 {
+            return Err("--repair needs a cluster of at least 3 voters (--peers): a repairing \
+                        node neither votes nor campaigns, so the others must elect a leader \
+                        without it"
+                .into());
+        }
         if self.test_fsync_delay_ms > crate::persist::FSYNC_DELAY_MS_MAX {
             return Err(format!(
                 "test_fsync_delay_ms must be at most {}",
