@@ -327,7 +327,7 @@ fn dfs(
             stats.truncated = Some("states-max");
             break;
         }
-        if stats.states_explored % 4096 == 0 && last_report.elapsed().as_secs() >= 1 {
+        if stats.states_explored.is_multiple_of(4096) && last_report.elapsed().as_secs() >= 1 {
             last_report = Instant::now();
             stats.elapsed_s = start.elapsed().as_secs_f64();
             progress(&stats);
