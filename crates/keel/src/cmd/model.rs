@@ -1,4 +1,5 @@
-//! `keel model`: exhaustive (BFS) model checking of the real consensus core within bounds.
+//! `keel model`: exhaustive model checking of the real consensus core within bounds
+//! (depth-first by default, breadth-first for the per-mutant runs; see keel-model).
 //!
 //! Exit codes: 0 clean (and every required "sometimes" property reached, unless the run only
 //! replayed a script with --depth 0), 1 a violation was found or a required "sometimes"
@@ -62,8 +63,11 @@ pub struct Args {
     depth: Option<usize>,
     /// Search depth-first (a few bytes per state instead of kilobytes; the counterexample is
     /// then a real path but not necessarily a shortest one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bfs")]
     dfs: bool,
+    /// Search breadth-first (a shortest counterexample; a frontier of kilobytes per state).
+    #[arg(long)]
+    bfs: bool,
     /// Stop after this many unique states.
     #[arg(long)]
     states_max: Option<usize>,
@@ -129,7 +133,7 @@ pub fn run(args: Args) -> i32 {
         transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks, clock_skews => clock_skews,
         depth => depth_max, states_max => states_max, time_limit => time_limit_s);
     b.pre_vote |= args.pre_vote;
-    b.dfs |= args.dfs;
+    b.dfs = (b.dfs || args.dfs) && !args.bfs;
     if let Some(name) = &args.prefix {
         if name == "boot" {
             b.script.clear();
