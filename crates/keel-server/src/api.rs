@@ -71,6 +71,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/members/{id}/promote", post(promote_member))
         .route("/v1/members/{id}", axum::routing::delete(remove_member))
         .route("/v1/leader/transfer", post(transfer_leader))
+        .route("/v1/audit/anchor", post(audit_anchor))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .fallback(not_found)
@@ -1415,6 +1416,46 @@ async fn transfer_leader(
             ok_json(&s.shared.header(), m)
         }
         Err(e) => maybe_forward(&s, e, fwd).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnchorIn {
+    node: NodeId,
+    seq: u64,
+    head: String,
+}
+
+/// Internal: a follower's audit chain head, proposed by the leader (see lib.rs). An anchor
+/// only claims "node N's chain had hash H at record S"; a false one makes that node's file
+/// fail verification (a false alarm), it cannot hide tampering.
+async fn audit_anchor(State(s): State<ApiState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let a: AnchorIn = match parse_body(body, false) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let head = match hex::decode(&a.head)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+    {
+        Some(h) => h,
+        None => {
+            return ApiError::bad_request("head", "head must be 64 hex digits (SHA-256)")
+                .into_response()
+        }
+    };
+    if a.node == 0 {
+        return ApiError::bad_request("node", "node ids start at 1").into_response();
+    }
+    let cmd = Command::AuditAnchor {
+        node: a.node,
+        seq: a.seq,
+        head,
+    };
+    match write_call(&s, cmd, None, None).await {
+        Ok(ok) => ok_json(&ok.header, Map::new()),
+        Err(resp) => resp,
     }
 }
 

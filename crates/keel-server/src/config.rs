@@ -27,6 +27,10 @@ pub struct ServerConfig {
     /// instead of their announced peer addresses (the nemesis routes each directed link
     /// through its fault proxy this way). Never replicated.
     pub peer_routes: BTreeMap<NodeId, String>,
+    /// Anchor this node's audit chain head in the log when a record has waited this long...
+    pub audit_anchor_interval_ms: u64,
+    /// ...or when this many records are unanchored.
+    pub audit_anchor_records_max: u64,
     /// WAL segment file size (preallocated; a failed preallocation is the `disk_full` mode).
     pub wal_segment_bytes: u64,
     /// Test-only slow disk: every WAL sync batch waits this long before its fdatasync.
@@ -96,6 +100,8 @@ impl Default for ServerConfig {
             peer_clients: BTreeMap::new(),
             peer_routes: BTreeMap::new(),
             wal_segment_bytes: 64 << 20,
+            audit_anchor_interval_ms: 5_000,
+            audit_anchor_records_max: 32,
             test_fsync_delay_ms: 0,
             repair: false,
             election_timeout_ms: 1000,
@@ -181,10 +187,12 @@ impl ServerConfig {
             ));
         }
         if self.repair && self.peers.len() < 3 {
-            return Err("--repair needs a cluster of at least 3 voters (--peers): a repairing \
+            return Err(
+                "--repair needs a cluster of at least 3 voters (--peers): a repairing \
                         node neither votes nor campaigns, so the others must elect a leader \
                         without it"
-                .into());
+                    .into(),
+            );
         }
         if self.test_fsync_delay_ms > crate::persist::FSYNC_DELAY_MS_MAX {
             return Err(format!(
@@ -208,6 +216,14 @@ impl ServerConfig {
             ("client_inflight_max", self.client_inflight_max as usize),
             ("key_inflight_max", self.key_inflight_max as usize),
             ("apply_lag_entries_max", self.apply_lag_entries_max as usize),
+            (
+                "audit_anchor_interval_ms",
+                self.audit_anchor_interval_ms as usize,
+            ),
+            (
+                "audit_anchor_records_max",
+                self.audit_anchor_records_max as usize,
+            ),
             ("inflight_proposals_max", self.inflight_proposals_max),
             ("peer_inbox_max", self.peer_inbox_max),
             ("peer_outbox_max", self.peer_outbox_max),

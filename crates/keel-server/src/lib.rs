@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod codec;
 pub mod config;
@@ -57,6 +58,7 @@ pub struct Server {
     loop_task: Option<JoinHandle<anyhow::Result<()>>>,
     http_task: JoinHandle<()>,
     listen_task: JoinHandle<()>,
+    anchor_task: JoinHandle<()>,
     transport: Arc<transport::Transport>,
     storage_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -229,13 +231,14 @@ impl Server {
             cfg.peer_frame_bytes_max,
         ));
 
+        let state_http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()?;
         let state = api::ApiState {
             shared: shared.clone(),
             requests: req_tx.clone(),
             reads: read_tx,
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(4)
-                .build()?,
+            http: state_http.clone(),
             request_timeout_ms: cfg.request_timeout_ms(),
             key_bytes_max: cfg.key_bytes_max,
             value_bytes_max: cfg.value_bytes_max,
@@ -248,6 +251,20 @@ impl Server {
             }
         });
 
+        let audit = audit::Audit::open(
+            &cfg.data_dir,
+            cfg.id,
+            &cfg.cluster_id,
+            cfg.audit_anchor_records_max,
+            cfg.audit_anchor_interval_ms,
+        )?;
+        let (anchor_tx, anchor_rx) = mpsc::channel(ANCHOR_QUEUE_MAX);
+        let anchor_task = tokio::spawn(forward_anchors(
+            shared.clone(),
+            anchor_rx,
+            state_http.clone(),
+            cfg.request_timeout_ms(),
+        ));
         let mut rt = Runtime::new(
             cfg,
             node,
@@ -259,6 +276,8 @@ impl Server {
             transport.clone(),
             jobs_tx,
             last_stamp,
+            audit,
+            anchor_tx,
         );
         rt.follower_reads_mutant = mutants.follower_reads;
         let inputs = Inputs {
@@ -277,6 +296,7 @@ impl Server {
             loop_task: Some(loop_task),
             http_task,
             listen_task,
+            anchor_task,
             transport,
             storage_thread: Some(storage_thread),
         })
@@ -337,10 +357,49 @@ impl Server {
     async fn stop_tasks(&mut self) {
         self.http_task.abort();
         self.listen_task.abort();
+        self.anchor_task.abort();
         self.transport.stop();
         drop(std::mem::replace(&mut self.requests, mpsc::channel(1).0));
         if let Some(t) = self.storage_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Anchors waiting to be sent to the leader (older ones are superseded anyway).
+const ANCHOR_QUEUE_MAX: usize = 16;
+
+/// A follower's audit anchors go to the leader's `POST /v1/audit/anchor`, which proposes them
+/// (only a leader can append to the log). A failed send is not retried here: the anchor
+/// schedule proposes again after its interval.
+async fn forward_anchors(
+    shared: Arc<Shared>,
+    mut anchors: mpsc::Receiver<keel_audit::Anchor>,
+    http: reqwest::Client,
+    timeout_ms: u64,
+) {
+    while let Some(anchor) = anchors.recv().await {
+        let status = shared.status();
+        let Some(addr) = status.header.leader.and_then(|l| shared.client_addr(l)) else {
+            continue;
+        };
+        let body = serde_json::json!({
+            "node": anchor.node,
+            "seq": anchor.seq,
+            "head": hex::encode(anchor.head),
+        });
+        let sent = http
+            .post(format!("http://{addr}/v1/audit/anchor"))
+            .timeout(std::time::Duration::from_millis(timeout_ms))
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::debug!(status = %r.status(), "audit anchor not accepted by the leader")
+            }
+            Err(e) => tracing::debug!(%e, "audit anchor not sent to the leader"),
         }
     }
 }

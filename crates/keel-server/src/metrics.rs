@@ -130,6 +130,8 @@ pub struct Metrics {
     pub request_timeouts_total: Family<ClassLabel, Counter>,
     pub request_retries_total: Family<ClassLabel, Counter>,
     pub mode_transitions_total: Family<ModeLabel, Counter>,
+    pub audit_records_total: Counter,
+    pub audit_failures_total: Counter,
 }
 
 impl Metrics {
@@ -161,6 +163,8 @@ impl Metrics {
             request_timeouts_total: Family::default(),
             request_retries_total: Family::default(),
             mode_transitions_total: Family::default(),
+            audit_records_total: Counter::default(),
+            audit_failures_total: Counter::default(),
             registry: Registry::default(),
         };
         for op in OPS {
@@ -307,6 +311,16 @@ impl Metrics {
             "mode_transitions",
             "Mode transitions, by the mode entered",
             m.mode_transitions_total.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Records appended to this node's audit chain",
+            m.audit_records_total.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Audit appends that failed (auditing stops after the first)",
+            m.audit_failures_total.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -9,12 +9,14 @@
 //! leader); a write still unresolved at its deadline gets OUTCOME_UNKNOWN (it may yet commit).
 
 use crate::admission::CoDel;
+use crate::audit::Audit;
 use crate::codec::{decode_snapshot_data, encode_snapshot_data, AddressBook, Envelope};
 use crate::error::ApiError;
 use crate::persist::{Done, Job};
 use crate::shared::{Header, Shared, StatusView};
 use crate::transport::Transport;
 use crate::ServerConfig;
+use keel_audit::{Anchor, Details, Kind};
 use keel_core::{
     ConfChange, EntryKind, Index, Node, NodeId, Note, ReadError, ReadMode, ReadPath, ReadState,
     Role, Stamp, Term, Time,
@@ -225,8 +227,11 @@ pub struct Runtime {
     disk_full: Option<String>,
     codel_reads: CoDel,
     codel_writes: CoDel,
-    /// The mode last published (transitions are logged and counted).
+    /// The mode last published (transitions are logged, counted and audited).
     published_mode: &'static str,
+    audit: Audit,
+    /// Anchors of this node's audit chain for the leader to propose (followers only).
+    anchor_tx: mpsc::Sender<Anchor>,
     /// Mutant `follower-reads-as-linearizable`: a follower answers linearizable reads from its
     /// own state (a known bug the nemesis must catch). Only set with feature `mutants`.
     pub follower_reads_mutant: bool,
@@ -245,6 +250,8 @@ impl Runtime {
         transport: Arc<Transport>,
         jobs: mpsc::Sender<Job>,
         last_applied_stamp: Option<Stamp>,
+        audit: Audit,
+        anchor_tx: mpsc::Sender<Anchor>,
     ) -> Runtime {
         let last_commit = node.commit_index();
         shared.set_replicated_book(book.clone());
@@ -276,6 +283,8 @@ impl Runtime {
             codel_reads: CoDel::new(cfg_target, cfg_interval),
             codel_writes: CoDel::new(cfg_target, cfg_interval),
             published_mode: "",
+            audit,
+            anchor_tx,
             follower_reads_mutant: false,
         }
     }
@@ -284,6 +293,10 @@ impl Runtime {
         let (now, jumped) = self.clock.now();
         if jumped {
             self.shared.metrics.clock_discontinuities_total.inc();
+            self.audit_local(
+                Kind::ClockDistrust,
+                Details::new().uint("cooloff_ms", self.cfg.clock_cooloff_ms),
+            );
             tracing::warn!(
                 wall_ms = now.wall_ms,
                 "wall clock discontinuity: lease reads off during the cooling-off period"
@@ -293,12 +306,61 @@ impl Runtime {
         now
     }
 
+    fn audit_local(&mut self, kind: Kind, details: Details) {
+        let before = self.audit.failures();
+        self.audit
+            .local(kind, self.now.wall_ms, self.now.mono_ms, details);
+        self.audit_count(before);
+    }
+
+    fn audit_count(&mut self, failures_before: u64) {
+        if self.audit.failures() > failures_before {
+            self.shared.metrics.audit_failures_total.inc();
+        } else {
+            self.shared.metrics.audit_records_total.inc();
+        }
+    }
+
+    fn audit_from_log(&mut self, kind: Kind, e: &keel_core::Entry, details: Details) {
+        let before = self.audit.failures();
+        self.audit
+            .from_log(kind, e.term, e.index, self.now.mono_ms, details);
+        self.audit_count(before);
+    }
+
+    /// Proposes this node's audit chain head when an anchor is due: the leader directly,
+    /// a follower through the leader (`anchor_tx`, see lib.rs).
+    fn maybe_anchor(&mut self) {
+        let Some(anchor) = self.audit.due(self.now.mono_ms) else {
+            return;
+        };
+        if self.node.role() == Role::Leader {
+            let cmd = keel_kv::Command::AuditAnchor {
+                node: anchor.node,
+                seq: anchor.seq,
+                head: anchor.head,
+            };
+            let payload = Envelope::KvCommand(cmd.encode()).encode();
+            if self.node.propose(self.now, payload).is_err() {
+                return;
+            }
+        } else if self.known_leader().is_none() || self.anchor_tx.try_send(anchor).is_err() {
+            return;
+        }
+        self.audit.proposed(&anchor, self.now.mono_ms);
+    }
+
     /// Runs until shutdown completes or storage fails. Returns an error for a fatal failure.
     pub async fn run(mut self, mut inputs: Inputs) -> anyhow::Result<()> {
         let mut ticker =
             tokio::time::interval(std::time::Duration::from_millis(self.cfg.tick_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let batch_max = self.cfg.loop_batch_max;
+        let started = Details::new()
+            .uint("term", self.node.term())
+            .uint("commit_index", self.node.commit_index())
+            .uint("applied_index", self.sm.applied_index());
+        self.audit_local(Kind::NodeStarted, started);
         self.publish();
         loop {
             tokio::select! {
@@ -321,6 +383,7 @@ impl Runtime {
                     let now = self.tick_now();
                     self.node.tick(now);
                     self.expire(now);
+                    self.maybe_anchor();
                 }
                 Some(m) = inputs.peer_bulk.recv() => {
                     let now = self.tick_now();
@@ -524,12 +587,20 @@ impl Runtime {
                 }
             }
             Request::ConfChange { change, reply } => {
+                let what = format!("{change:?}");
                 if let Some(reason) = &self.disk_full {
                     let _ = reply.send(Err(ApiError::no_space(reason, self.leader_ref())));
                     return;
                 }
                 match self.node.propose_conf_change(now, change) {
                     Ok((index, term)) => {
+                        self.audit_local(
+                            Kind::MembershipProposed,
+                            Details::new()
+                                .text("change", &what)
+                                .uint("index", index)
+                                .uint("term", term),
+                        );
                         let pw = PendingWrite {
                             term,
                             session: None,
@@ -554,6 +625,20 @@ impl Runtime {
                     return;
                 };
                 let result = self.node.transfer_leader(now, target);
+                self.audit_local(
+                    Kind::AdminRequest,
+                    Details::new()
+                        .text("op", "transfer_leader")
+                        .uint("target", target)
+                        .text(
+                            "outcome",
+                            if result.is_ok() {
+                                "accepted"
+                            } else {
+                                "refused"
+                            },
+                        ),
+                );
                 let _ = reply.send(result.map(|()| target).map_err(|e| self.propose_error(e)));
             }
             Request::Read {
@@ -910,7 +995,21 @@ impl Runtime {
         match &e.kind {
             EntryKind::Normal(data) => match Envelope::decode(data) {
                 Ok(Envelope::KvCommand(cmd)) => {
-                    result = Some(self.sm.apply(e.index, time_ms, &cmd))
+                    let applied = self.sm.apply(e.index, time_ms, &cmd);
+                    if let Ok(keel_kv::Response::AuditAnchored { node, seq, head }) =
+                        &applied.result
+                    {
+                        let anchor = Anchor {
+                            node: *node,
+                            seq: *seq,
+                            head: *head,
+                        };
+                        let before = self.audit.failures();
+                        self.audit
+                            .anchor_committed(e.term, e.index, &anchor, self.now.mono_ms);
+                        self.audit_count(before);
+                    }
+                    result = Some(applied)
                 }
                 Ok(Envelope::AddressUpdate { id, addresses }) => {
                     self.book.insert(id, addresses);
@@ -922,7 +1021,25 @@ impl Runtime {
                     self.sm.apply_noop(e.index, time_ms);
                 }
             },
-            EntryKind::Noop | EntryKind::Config(_) => self.sm.apply_noop(e.index, time_ms),
+            EntryKind::Noop => {
+                // A leader's first entry of its term: the election, as every node sees it.
+                self.audit_from_log(Kind::ElectionWon, e, Details::new());
+                self.sm.apply_noop(e.index, time_ms)
+            }
+            EntryKind::Config(c) => {
+                let ids = |s: &std::collections::BTreeSet<NodeId>| {
+                    s.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let details = Details::new()
+                    .text("voters", &ids(&c.voters))
+                    .text("voters_outgoing", &ids(&c.voters_outgoing))
+                    .text("learners", &ids(&c.learners));
+                self.audit_from_log(Kind::MembershipCommitted, e, details);
+                self.sm.apply_noop(e.index, time_ms)
+            }
         }
         assert_eq!(
             self.sm.applied_index(),
@@ -974,6 +1091,7 @@ impl Runtime {
         match self.node.snapshot_created(now, applied, data, sessions) {
             Ok(()) => {
                 self.applied_since_snapshot = 0;
+                self.audit_local(Kind::SnapshotTaken, Details::new().uint("index", applied));
                 self.shared.metrics.snapshots_created_total.inc();
                 tracing::info!(index = applied, "snapshot taken");
             }
@@ -1000,6 +1118,10 @@ impl Runtime {
                 "configuration committed"
             ),
             Note::SnapshotInstalled { index, term } => {
+                self.audit_local(
+                    Kind::SnapshotInstalled,
+                    Details::new().uint("index", index).uint("term", term),
+                );
                 self.shared.metrics.snapshots_installed_total.inc();
                 tracing::info!(index, term, "snapshot installed");
             }
@@ -1008,12 +1130,17 @@ impl Runtime {
                 tracing::warn!(%reason, "snapshot install failed");
             }
             Note::TransferStarted { target } => {
+                self.audit_local(Kind::LeaderTransfer, Details::new().uint("target", target));
                 tracing::info!(target, "leadership transfer started")
             }
             Note::TransferAborted { target } => {
                 tracing::warn!(target, "leadership transfer aborted")
             }
             Note::RepairCompleted { index, term } => {
+                self.audit_local(
+                    Kind::RepairCompleted,
+                    Details::new().uint("index", index).uint("term", term),
+                );
                 tracing::warn!(
                     node = self.cfg.id,
                     index,
@@ -1171,6 +1298,22 @@ impl Runtime {
         if mode != self.published_mode {
             if !self.published_mode.is_empty() {
                 metrics.mode_transition(mode);
+                let details = Details::new()
+                    .text("from", self.published_mode)
+                    .text("to", mode)
+                    .uint("term", view.header.term);
+                let before = self.audit.failures();
+                self.audit.local(
+                    Kind::ModeTransition,
+                    self.now.wall_ms,
+                    self.now.mono_ms,
+                    details,
+                );
+                if self.audit.failures() > before {
+                    metrics.audit_failures_total.inc();
+                } else {
+                    metrics.audit_records_total.inc();
+                }
                 tracing::info!(
                     node = self.cfg.id,
                     from = self.published_mode,
