@@ -133,12 +133,12 @@ fn decide_server(
             Safety::Unsafe => None,
         },
         ErrorCode::SessionExpired => None,
-        ErrorCode::StaleBoundUnmet => hinted_target.and_then(retry),
+        // A full node refused the write before proposing it: another node may take it.
+        ErrorCode::StaleBoundUnmet | ErrorCode::NoSpace => hinted_target.and_then(retry),
         ErrorCode::BadRequest
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge
-        | ErrorCode::NoSpace
         | ErrorCode::Internal => None,
         ErrorCode::Other(_) => hinted_target.and_then(retry),
     }
@@ -461,6 +461,9 @@ impl Client {
             .http
             .request(request.method.clone(), url)
             .timeout(Duration::from_millis(attempt_ms));
+        if let Some(name) = &self.config.client_name {
+            builder = builder.header("x-keel-client-id", name.as_str());
+        }
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }

@@ -32,6 +32,9 @@ pub struct ClientConfig {
     /// Ask followers to forward writes to the leader (`?forward=true`) instead of answering
     /// NOT_LEADER.
     pub forward: bool,
+    /// Sent as `X-Keel-Client-Id`: the identity the server's fair shares count in-flight
+    /// requests by (at most 64 bytes; None: the server uses the connection's IP address).
+    pub client_name: Option<String>,
 }
 
 impl ClientConfig {
@@ -50,6 +53,7 @@ impl ClientConfig {
             retry_tokens_max: 20,
             rng_seed: 0x6b65_656c,
             forward: false,
+            client_name: None,
         }
     }
 
@@ -76,6 +80,14 @@ impl ClientConfig {
                 "{} endpoints given, at most {ENDPOINTS_MAX}",
                 self.endpoints.len()
             )));
+        }
+        if let Some(name) = &self.client_name {
+            let printable = name.bytes().all(|b| b.is_ascii_graphic());
+            if name.is_empty() || name.len() > 64 || !printable {
+                return Err(Error::InvalidArgument(
+                    "client_name must be 1..=64 printable ASCII characters".to_string(),
+                ));
+            }
         }
         if self.attempts_max == 0 || self.call_timeout_ms == 0 || self.attempt_timeout_ms == 0 {
             return Err(Error::InvalidArgument(
