@@ -217,6 +217,11 @@ pub struct Runtime {
     applied_since_snapshot: u64,
     last_applied_stamp: Option<Stamp>,
     last_commit: Index,
+    /// Highest term seen (terms never go down) and the term of the last applied entry
+    /// (entry terms never go down along the log): checked live, counted as invariant
+    /// violations.
+    last_term: Term,
+    last_applied_term: Term,
     last_leader: Option<NodeId>,
     last_role: Role,
     became_leader_mono_ms: u64,
@@ -273,6 +278,8 @@ impl Runtime {
             applied_since_snapshot: 0,
             last_applied_stamp,
             last_commit,
+            last_term: 0,
+            last_applied_term: 0,
             last_leader: None,
             last_role: Role::Follower,
             became_leader_mono_ms: 0,
@@ -1046,6 +1053,10 @@ impl Runtime {
             e.index,
             "state machine applied index follows the log"
         );
+        if e.term < self.last_applied_term || e.term > self.node.term() {
+            self.invariant_violated("applied-entry-terms-ordered");
+        }
+        self.last_applied_term = e.term;
         self.last_applied_stamp = Some(e.stamp);
         self.applied_since_snapshot += 1;
         if let Some(pw) = self.pending_writes.remove(&e.index) {
@@ -1151,9 +1162,22 @@ impl Runtime {
         }
     }
 
+    /// A protocol invariant failed on this node: counted, logged at error. (The simulator and
+    /// model checker check the cross-node properties; these are the ones a node sees alone.)
+    fn invariant_violated(&self, what: &'static str) {
+        self.shared.metrics.invariant_violations_total.inc();
+        tracing::error!(node = self.cfg.id, invariant = what, "invariant violated");
+    }
+
     fn after_step(&mut self) {
+        let term = self.node.term();
+        if term < self.last_term {
+            self.invariant_violated("term-monotonic");
+        }
+        self.last_term = self.last_term.max(term);
         let commit = self.node.commit_index();
         if commit < self.last_commit {
+            self.invariant_violated("commit-index-monotonic");
             self.shared.metrics.commit_index_regressions_total.inc();
             tracing::error!(
                 commit,

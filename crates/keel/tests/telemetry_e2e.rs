@@ -37,7 +37,33 @@ async fn series_count_does_not_grow_with_keys_or_client_ids() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let before = series(&scrape(&http, &addr).await);
+    let text = scrape(&http, &addr).await;
+    // The operational signals, by their exact names, exist from start-up.
+    for name in [
+        "keel_leader_changes_total",
+        "keel_commit_index_regressions_total",
+        "keel_snapshot_install_failures_total",
+        "keel_quorum_ack_latency_seconds_bucket",
+        "keel_admission_rejected_total{reason=\"queue_delay\"}",
+        "keel_invariant_violations_total",
+        "keel_term",
+        "keel_commit_index",
+        "keel_applied_index",
+        "keel_config_version",
+        "keel_mode{mode=\"healthy\"}",
+        "keel_lease_valid",
+        "keel_wal_fsync_seconds_bucket",
+        "keel_request_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "missing series {name}");
+    }
+    for line in text.lines().filter(|l| {
+        l.starts_with("keel_invariant_violations_total")
+            || l.starts_with("keel_commit_index_regressions_total")
+    }) {
+        assert!(line.ends_with(" 0"), "must stay 0: {line}");
+    }
+    let before = series(&text);
     let total: u64 = std::env::var("KEEL_CARDINALITY_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
