@@ -2,10 +2,12 @@
 //!
 //! Because the core is sans-IO and deterministic, a state is just clones of the real nodes plus
 //! what surrounds them (disks, network, clock, budgets); there is no second model to drift from
-//! the implementation. Breadth-first search from the boot state enumerates every interleaving
-//! of the actions in `action.rs` within the bounds, deduplicating states by fingerprint, and
-//! checks the safety properties in `check.rs` after every action. The first violation found is
-//! therefore at minimal depth; its path is printed as a replayable script.
+//! the implementation. The search (`explore.rs`: breadth-first, or depth-first with little
+//! memory) enumerates every interleaving of the actions in `action.rs` within the bounds,
+//! deduplicating states by fingerprint, and checks the safety properties in `check.rs` after
+//! every action. Breadth-first, the first violation found is at minimal depth. It starts at
+//! boot, or where a script (`script.rs`: a named prefix, or a printed trace to replay) ends;
+//! a violation's path is printed as a script that replays.
 //!
 //! No symmetry reduction: node ids appear in votes, messages, leaders and configurations, and
 //! the election timer jitter is seeded per id, so permuting ids does not map states to
