@@ -90,27 +90,30 @@ pub fn router(state: ApiState) -> Router {
 
 // ----- Response helpers -----
 
+/// The header block's names, parsed once (not per response).
+static TERM: HeaderName = HeaderName::from_static("x-keel-term");
+static LEADER: HeaderName = HeaderName::from_static("x-keel-leader");
+static REVISION: HeaderName = HeaderName::from_static("x-keel-revision");
+static APPLIED_INDEX: HeaderName = HeaderName::from_static("x-keel-applied-index");
+static CONFIG_VERSION: HeaderName = HeaderName::from_static("x-keel-config-version");
+static SERVED_BY: HeaderName = HeaderName::from_static("x-keel-served-by");
+static MODE: HeaderName = HeaderName::from_static("x-keel-mode");
+
 fn set_header_block(headers: &mut HeaderMap, h: &Header, overwrite: bool) {
-    let pairs: [(&str, String); 6] = [
-        ("x-keel-term", h.term.to_string()),
-        (
-            "x-keel-leader",
-            h.leader.map(|l| l.to_string()).unwrap_or_default(),
-        ),
-        ("x-keel-revision", h.revision.to_string()),
-        ("x-keel-applied-index", h.applied_index.to_string()),
-        ("x-keel-config-version", h.config_version.to_string()),
-        ("x-keel-served-by", h.served_by.to_string()),
-    ];
-    for (name, value) in pairs {
-        let name = HeaderName::from_static(name);
-        if overwrite || !headers.contains_key(&name) {
-            headers.insert(
-                name,
-                HeaderValue::from_str(&value).expect("digits are a valid header value"),
-            );
-        }
+    if !overwrite && headers.contains_key(&TERM) {
+        return; // the handler set the block from the state it served
     }
+    // `HeaderValue::from(u64)` formats digits without re-validating them.
+    headers.insert(TERM.clone(), HeaderValue::from(h.term));
+    let leader = match h.leader {
+        Some(l) => HeaderValue::from(l),
+        None => HeaderValue::from_static(""),
+    };
+    headers.insert(LEADER.clone(), leader);
+    headers.insert(REVISION.clone(), HeaderValue::from(h.revision));
+    headers.insert(APPLIED_INDEX.clone(), HeaderValue::from(h.applied_index));
+    headers.insert(CONFIG_VERSION.clone(), HeaderValue::from(h.config_version));
+    headers.insert(SERVED_BY.clone(), HeaderValue::from(h.served_by));
 }
 
 /// Middleware: every response gets the header block (from the latest published status unless
@@ -121,12 +124,10 @@ async fn header_block(
     next: axum::middleware::Next,
 ) -> Response {
     let mut resp = next.run(req).await;
-    let status = state.shared.status();
-    set_header_block(resp.headers_mut(), &status.header, false);
-    resp.headers_mut().insert(
-        HeaderName::from_static("x-keel-mode"),
-        HeaderValue::from_static(status.mode),
-    );
+    let (header, mode) = state.shared.header_and_mode();
+    set_header_block(resp.headers_mut(), &header, false);
+    resp.headers_mut()
+        .insert(MODE.clone(), HeaderValue::from_static(mode));
     resp
 }
 

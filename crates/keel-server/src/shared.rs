@@ -95,6 +95,12 @@ impl Shared {
         self.status.read().expect("status lock").clone()
     }
 
+    /// The response header block and mode, without cloning the whole view (per response).
+    pub fn header_and_mode(&self) -> (Header, &'static str) {
+        let status = self.status.read().expect("status lock");
+        (status.header.clone(), status.mode)
+    }
+
     pub fn header(&self) -> Header {
         self.status.read().expect("status lock").header.clone()
     }
