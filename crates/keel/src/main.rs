@@ -49,8 +49,12 @@ enum Command {
     Sim(cmd::sim::Args),
     /// Inspect and verify a node's data directory.
     Storage(cmd::storage::Args),
+    /// Verify or show a node's hash-chained audit file.
+    Audit(cmd::audit::Args),
     /// Load generator: closed/open loop against Keel (or etcd), HDR latency, server CPU and RSS.
     Bench(cmd::bench::Args),
+    /// Jepsen-style fault campaign on real `keel serve` processes, checked for linearizability.
+    Nemesis(cmd::nemesis::Args),
 }
 
 /// Exit code for a command-line usage error. `keel check` reserves 2 for an `unknown` verdict,
@@ -91,7 +95,9 @@ fn main() {
         Command::Model(args) => cmd::model::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Storage(args) => cmd::storage::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Nemesis(args) => cmd::nemesis::run(args),
     };
     std::process::exit(code);
 }

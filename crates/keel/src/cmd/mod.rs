@@ -1,4 +1,5 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> i32` (the exit code).
+pub mod audit;
 pub mod bench;
 pub mod check;
 pub mod cluster;
@@ -6,6 +7,7 @@ pub mod conn;
 pub mod demo;
 pub mod kv;
 pub mod model;
+pub mod nemesis;
 pub mod serve;
 pub mod sim;
 pub mod storage;
