@@ -18,7 +18,7 @@ pub struct Args {
     /// Client endpoints, comma-separated (`host:port`); the leader is found from them.
     #[arg(long, default_value = "127.0.0.1:7379", env = "KEEL_ENDPOINTS")]
     endpoints: String,
-    /// `put`, `get`, `cas` or `mixed:<get percent>` (e.g. `mixed:90`).
+    /// `put`, `get`, `cas`, `txn` (compare 1 key, put 2) or `mixed:<get percent>` (e.g. `mixed:90`).
     #[arg(long, default_value = "put")]
     op: String,
     /// Read level of gets: `linearizable`, `bounded:<ms>` or `any` (etcd: linearizable or
