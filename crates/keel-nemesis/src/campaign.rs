@@ -376,6 +376,37 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     }
     cluster.stop_all();
 
+    // Audit evidence: every node's chain verifies against the anchors the others hold.
+    let audit_files: Vec<(u64, PathBuf)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.data_dir.join("audit.log")))
+        .filter(|(_, p)| p.exists())
+        .collect();
+    if audit_files.is_empty() {
+        notes.push("no audit files found (a server without audit evidence)".to_string());
+    }
+    let mut audit_anchors_checked = 0u64;
+    for (id, path) in &audit_files {
+        let mut anchors = Vec::new();
+        for (other, other_path) in &audit_files {
+            if other != id {
+                match keel_audit::anchors_from(other_path) {
+                    Ok(a) => anchors.extend(a),
+                    Err(e) => problems.push(format!("node {other}: audit file unreadable: {e}")),
+                }
+            }
+        }
+        match keel_audit::verify(path, &anchors) {
+            Ok(report) if report.is_intact() => audit_anchors_checked += report.anchors_checked,
+            Ok(report) => problems.push(format!(
+                "node {id}: audit chain damaged: {:?}",
+                report.damage
+            )),
+            Err(e) => problems.push(format!("node {id}: audit file unreadable: {e}")),
+        }
+    }
+
     // Linearizability of the registers.
     let events = recorder.events();
     let register_events: Vec<Event> = events
@@ -456,6 +487,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             "election_timeout_ms": config.election_timeout_ms,
         },
         "recovery_ms": recovery_ms,
+        "audit": {"files": audit_files.len(), "anchors_checked": audit_anchors_checked},
         "elapsed_ms": elapsed_ms,
         "regressions_seen_during_run": regressions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     });
