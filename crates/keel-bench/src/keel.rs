@@ -196,6 +196,21 @@ impl KeelConn {
         let message = value["message"].as_str().unwrap_or("").to_string();
         OpError::new(code, message)
     }
+
+    /// POSTs a CAS or txn body and returns its `succeeded` field.
+    async fn post_succeeded(&mut self, path: &str, body: Vec<u8>) -> Result<bool, OpError> {
+        let (status, response) = self
+            .request(Method::POST, path.to_string(), Some(body))
+            .await?;
+        if !status.is_success() {
+            return Err(self.error_of(status, &response));
+        }
+        let value: Value =
+            serde_json::from_slice(&response).map_err(|e| OpError::new("DECODE", e.to_string()))?;
+        value["succeeded"]
+            .as_bool()
+            .ok_or_else(|| OpError::new("DECODE", format!("{path} answer without succeeded")))
+    }
 }
 
 fn text(bytes: &[u8]) -> Result<&str, OpError> {
@@ -232,17 +247,7 @@ impl Connection for KeelConn {
             "value": text(value)?,
         }))
         .map_err(|e| OpError::new("REQUEST", e.to_string()))?;
-        let (status, response) = self
-            .request(Method::POST, "/v1/cas".to_string(), Some(body))
-            .await?;
-        if !status.is_success() {
-            return Err(self.error_of(status, &response));
-        }
-        let value: Value =
-            serde_json::from_slice(&response).map_err(|e| OpError::new("DECODE", e.to_string()))?;
-        value["succeeded"]
-            .as_bool()
-            .ok_or_else(|| OpError::new("DECODE", "cas answer without succeeded"))
+        self.post_succeeded("/v1/cas", body).await
     }
 
     async fn txn(
@@ -262,16 +267,6 @@ impl Connection for KeelConn {
             "failure": [],
         }))
         .map_err(|e| OpError::new("REQUEST", e.to_string()))?;
-        let (status, response) = self
-            .request(Method::POST, "/v1/txn".to_string(), Some(body))
-            .await?;
-        if !status.is_success() {
-            return Err(self.error_of(status, &response));
-        }
-        let value: Value =
-            serde_json::from_slice(&response).map_err(|e| OpError::new("DECODE", e.to_string()))?;
-        value["succeeded"]
-            .as_bool()
-            .ok_or_else(|| OpError::new("DECODE", "txn answer without succeeded"))
+        self.post_succeeded("/v1/txn", body).await
     }
 }

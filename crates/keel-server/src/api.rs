@@ -165,14 +165,30 @@ async fn admit_and_measure(
         return next.run(req).await;
     };
     let started = std::time::Instant::now();
-    let identity: Vec<u8> = match req.headers().get(CLIENT_ID_HEADER) {
-        Some(v) if v.len() <= CLIENT_ID_BYTES_MAX => v.as_bytes().to_vec(),
-        _ => req
+    // The client's identity, copied to the stack (the request moves on below).
+    let mut identity_buf = [0u8; CLIENT_ID_BYTES_MAX];
+    let identity_len = match req.headers().get(CLIENT_ID_HEADER) {
+        Some(v) if v.len() <= CLIENT_ID_BYTES_MAX => {
+            identity_buf[..v.len()].copy_from_slice(v.as_bytes());
+            v.len()
+        }
+        _ => match req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string().into_bytes())
-            .unwrap_or_default(),
+            .map(|c| c.0.ip())
+        {
+            Some(std::net::IpAddr::V4(ip)) => {
+                identity_buf[..4].copy_from_slice(&ip.octets());
+                4
+            }
+            Some(std::net::IpAddr::V6(ip)) => {
+                identity_buf[..16].copy_from_slice(&ip.octets());
+                16
+            }
+            None => 0,
+        },
     };
+    let identity = &identity_buf[..identity_len];
     let query_level = req
         .uri()
         .query()
@@ -186,7 +202,7 @@ async fn admit_and_measure(
         })
         .map(|l| bounded_label(l, &LEVELS, "linearizable"))
         .unwrap_or("linearizable");
-    let resp = match state.shared.admission.acquire(Share::Client, &identity) {
+    let resp = match state.shared.admission.acquire(Share::Client, identity) {
         Some(_slot) => next.run(req).await,
         None => {
             state.shared.reject("client_share");

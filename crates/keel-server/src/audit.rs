@@ -14,6 +14,7 @@
 //! `keel_audit_failures_total`.
 
 use keel_audit::{read_entries, Anchor, AnchorSchedule, AuditLog, Details, Kind, Record};
+use prometheus_client::metrics::counter::Counter;
 use std::path::{Path, PathBuf};
 
 /// File name inside the data directory.
@@ -26,7 +27,10 @@ pub struct Audit {
     log_index_recorded: u64,
     /// Term of the newest `election_won` recorded.
     election_term_recorded: u64,
-    failures: u64,
+    /// `keel_audit_records_total` and `keel_audit_failures_total`: counted where appends
+    /// happen, so a skipped (already recorded) entry is not counted.
+    records_total: Counter,
+    failures_total: Counter,
 }
 
 impl Audit {
@@ -38,6 +42,7 @@ impl Audit {
         cluster_id: &str,
         anchor_records_max: u64,
         anchor_interval_ms: u64,
+        metrics: &crate::metrics::Metrics,
     ) -> anyhow::Result<Audit> {
         let path: PathBuf = data_dir.join(AUDIT_FILE);
         let log = AuditLog::open(&path, node, cluster_id)
@@ -61,12 +66,9 @@ impl Audit {
             schedule: AnchorSchedule::new(node, anchor_records_max, anchor_interval_ms),
             log_index_recorded,
             election_term_recorded,
-            failures: 0,
+            records_total: metrics.audit_records_total.clone(),
+            failures_total: metrics.audit_failures_total.clone(),
         })
-    }
-
-    pub fn failures(&self) -> u64 {
-        self.failures
     }
 
     fn append(&mut self, record: Record, now_ms: u64) {
@@ -75,9 +77,12 @@ impl Audit {
         };
         let kind = record.kind;
         match log.append(record) {
-            Ok(head) => self.schedule.note_append(kind, head, now_ms),
+            Ok(head) => {
+                self.records_total.inc();
+                self.schedule.note_append(kind, head, now_ms);
+            }
             Err(e) => {
-                self.failures += 1;
+                self.failures_total.inc();
                 tracing::error!(%e, kind = kind.as_str(), "audit append failed: auditing stops");
                 self.log = None;
             }

@@ -257,6 +257,7 @@ impl Server {
             &cfg.cluster_id,
             cfg.audit_anchor_records_max,
             cfg.audit_anchor_interval_ms,
+            &shared.metrics,
         )?;
         let (anchor_tx, anchor_rx) = mpsc::channel(ANCHOR_QUEUE_MAX);
         let anchor_task = tokio::spawn(forward_anchors(

@@ -136,16 +136,15 @@ fn write_batch_waiting_for_space(
     if writes.is_empty() {
         return Ok(());
     }
+    // What `stage` did is kept across retries: only the step that ran out of space repeats.
     let mut staged: Option<keel_persist::Staged> = None;
     let mut reported = false;
     loop {
         let attempt = match &staged {
-            None => keel_persist::stage(st, writes).map(|s| {
-                staged = Some(s);
-            }),
-            Some(_) => Ok(()),
-        }
-        .and_then(|()| keel_persist::finish(st, staged.as_ref().expect("staged above")));
+            Some(s) => keel_persist::finish(st, s),
+            None => keel_persist::stage(st, writes)
+                .and_then(|s| keel_persist::finish(st, staged.insert(s))),
+        };
         match attempt {
             Ok(()) => return Ok(()),
             Err(keel_storage::Error::NoSpace { path }) => {

@@ -314,25 +314,13 @@ impl Runtime {
     }
 
     fn audit_local(&mut self, kind: Kind, details: Details) {
-        let before = self.audit.failures();
         self.audit
             .local(kind, self.now.wall_ms, self.now.mono_ms, details);
-        self.audit_count(before);
-    }
-
-    fn audit_count(&mut self, failures_before: u64) {
-        if self.audit.failures() > failures_before {
-            self.shared.metrics.audit_failures_total.inc();
-        } else {
-            self.shared.metrics.audit_records_total.inc();
-        }
     }
 
     fn audit_from_log(&mut self, kind: Kind, e: &keel_core::Entry, details: Details) {
-        let before = self.audit.failures();
         self.audit
             .from_log(kind, e.term, e.index, self.now.mono_ms, details);
-        self.audit_count(before);
     }
 
     /// Proposes this node's audit chain head when an anchor is due: the leader directly,
@@ -1011,10 +999,8 @@ impl Runtime {
                             seq: *seq,
                             head: *head,
                         };
-                        let before = self.audit.failures();
                         self.audit
                             .anchor_committed(e.term, e.index, &anchor, self.now.mono_ms);
-                        self.audit_count(before);
                     }
                     result = Some(applied)
                 }
@@ -1326,18 +1312,12 @@ impl Runtime {
                     .text("from", self.published_mode)
                     .text("to", mode)
                     .uint("term", view.header.term);
-                let before = self.audit.failures();
                 self.audit.local(
                     Kind::ModeTransition,
                     self.now.wall_ms,
                     self.now.mono_ms,
                     details,
                 );
-                if self.audit.failures() > before {
-                    metrics.audit_failures_total.inc();
-                } else {
-                    metrics.audit_records_total.inc();
-                }
                 tracing::info!(
                     node = self.cfg.id,
                     from = self.published_mode,

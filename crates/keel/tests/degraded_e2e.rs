@@ -219,16 +219,7 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 fn metrics(addr: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
+    String::from_utf8(http_raw(addr, "GET", "/metrics", b"").1).expect("metrics are text")
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -260,6 +260,12 @@ impl Drop for Cluster {
 
 /// One raw HTTP/1.1 exchange (no client library in the way): status and JSON body.
 pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = http_raw(addr, method, path, body);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// One raw HTTP/1.1 exchange: status and the (de-chunked) body bytes.
+pub fn http_raw(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -295,8 +301,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
         }
         body = decoded;
     }
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, value)
+    (status, body)
 }
 
 pub fn write_options() -> WriteOptions {
