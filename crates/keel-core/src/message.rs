@@ -42,6 +42,9 @@ pub enum Body {
         /// On rejection: the `prev_index` that was rejected.
         index: Index,
         reject: Option<RejectHint>,
+        /// The sender is repairing (repair.rs): the leader uses `index` to replicate but never
+        /// counts this acknowledgement toward a commit.
+        repairing: bool,
     },
     /// Keeps followers quiet and confirms leadership for ReadIndex: `round` identifies the
     /// broadcast; a quorum of responses echoing `round` proves the leader was leader after the
@@ -54,6 +57,9 @@ pub enum Body {
         round: u64,
         /// The follower's last log index, so a leader can notice a lagging follower.
         last_index: Index,
+        /// The sender is repairing: the leader never counts this acknowledgement toward a
+        /// ReadIndex round.
+        repairing: bool,
     },
     InstallSnapshot {
         meta: SnapshotMeta,

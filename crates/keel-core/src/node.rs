@@ -560,6 +560,7 @@ impl Node {
                 p.state as u8,
                 p.probe_sent,
                 p.acked_round,
+                p.repairing,
             )
                 .hash(&mut h);
         }
@@ -753,6 +754,7 @@ impl Node {
                         Body::AppendResponse {
                             index: 0,
                             reject: None,
+                            repairing: self.repair.is_some(),
                         },
                         Gate::Term,
                     );
@@ -818,14 +820,22 @@ impl Node {
                     done,
                 );
             }
-            Body::AppendResponse { index, reject } => {
+            Body::AppendResponse {
+                index,
+                reject,
+                repairing,
+            } => {
                 if self.role == Role::Leader {
-                    self.handle_append_response(msg.from, index, reject);
+                    self.handle_append_response(msg.from, index, reject, repairing);
                 }
             }
-            Body::HeartbeatResponse { round, last_index } => {
+            Body::HeartbeatResponse {
+                round,
+                last_index,
+                repairing,
+            } => {
                 if self.role == Role::Leader {
-                    self.handle_heartbeat_response(msg.from, round, last_index);
+                    self.handle_heartbeat_response(msg.from, round, last_index, repairing);
                 }
             }
             Body::InstallSnapshotResponse {
@@ -1010,7 +1020,19 @@ impl Node {
             if *gate > self.durable_seq {
                 break;
             }
-            let (_, msg) = self.gated.pop_front().expect("front exists");
+            let (_, mut msg) = self.gated.pop_front().expect("front exists");
+            // An acknowledgement says whether the node is repairing when it leaves, not when
+            // it was queued: the write it waited for may have completed the repair, and every
+            // entry it acknowledges is durable now.
+            let now_repairing = self.repair.is_some();
+            match &mut msg.body {
+                Body::AppendResponse { repairing, .. }
+                | Body::HeartbeatResponse { repairing, .. } => {
+                    assert!(*repairing || !now_repairing, "repair mode never restarts");
+                    *repairing = now_repairing;
+                }
+                _ => {}
+            }
             self.out.messages.push(msg);
         }
     }

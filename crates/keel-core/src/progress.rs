@@ -28,6 +28,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest ReadIndex heartbeat round this follower acknowledged in this term.
     pub acked_round: u64,
+    /// The follower's latest append or heartbeat response said it is repairing (repair.rs):
+    /// its `match_index` drives replication but counts toward no commit and no read round.
+    pub repairing: bool,
     /// Snapshot streaming: index being sent, next byte offset, when the last chunk went out.
     pub snapshot_index: Index,
     pub snapshot_offset: u64,
@@ -45,6 +48,7 @@ impl Progress {
             inflight: VecDeque::new(),
             recent_active: false,
             acked_round: 0,
+            repairing: false,
             snapshot_index: 0,
             snapshot_offset: 0,
             snapshot_sent_mono_ms: 0,

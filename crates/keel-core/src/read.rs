@@ -128,7 +128,10 @@ impl Node {
             if n == id {
                 round
             } else {
-                progress.get(&n).map_or(0, |p| p.acked_round)
+                progress
+                    .get(&n)
+                    .filter(|p| !p.repairing)
+                    .map_or(0, |p| p.acked_round)
             }
         };
         let confirmed = self.membership().committed_index(&acked);

@@ -165,6 +165,7 @@ impl Node {
                     Body::AppendResponse {
                         index: committed,
                         reject: None,
+                        repairing: self.repairing(),
                     },
                     Gate::Log,
                 );
@@ -194,6 +195,7 @@ impl Node {
                 Body::AppendResponse {
                     index: prev_index,
                     reject: Some(hint),
+                    repairing: self.repairing(),
                 },
                 Gate::Term,
             );
@@ -221,6 +223,7 @@ impl Node {
             Body::AppendResponse {
                 index: last_new,
                 reject: None,
+                repairing: self.repairing(),
             },
             Gate::Log,
         );
@@ -253,11 +256,16 @@ impl Node {
         from: NodeId,
         index: Index,
         reject: Option<RejectHint>,
+        repairing: bool,
     ) {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
+        // A follower that finished repairing counts again: its durable log may now complete a
+        // quorum that was waiting.
+        let repair_cleared = pr.repairing && !repairing;
+        pr.repairing = repairing;
         match reject {
             None => {
                 let was_probe = pr.state == ProgressState::Probe;
@@ -265,7 +273,7 @@ impl Node {
                 if was_probe && pr.state == ProgressState::Probe {
                     pr.become_replicate();
                 }
-                if advanced {
+                if advanced || repair_cleared {
                     self.maybe_commit();
                     self.maybe_finish_transfer(from);
                 }
@@ -293,9 +301,14 @@ impl Node {
         // The leader sends min(match, commit): safe to commit here without a log check.
         self.log.commit_to(commit.min(self.log.last_index()));
         let last_index = self.log.last_index();
+        let repairing = self.repairing();
         self.send(
             from,
-            Body::HeartbeatResponse { round, last_index },
+            Body::HeartbeatResponse {
+                round,
+                last_index,
+                repairing,
+            },
             Gate::Term,
         );
     }
@@ -305,12 +318,25 @@ impl Node {
         from: NodeId,
         round: u64,
         last_index: Index,
+        repairing: bool,
     ) {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
         pr.recent_active = true;
-        pr.acked_round = pr.acked_round.max(round);
+        let repair_cleared = pr.repairing && !repairing;
+        pr.repairing = repairing;
+        if !repairing {
+            pr.acked_round = pr.acked_round.max(round);
+        }
+        if repair_cleared {
+            // Its durable log up to `match_index` now holds every entry committed before its
+            // damage (repair.rs), so its earlier acknowledgements count from here on.
+            self.maybe_commit();
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
@@ -341,11 +367,16 @@ impl Node {
         let id = self.id;
         let durable = self.durable_last_index;
         let progress = &self.progress;
+        // A repairing follower's acknowledgements never count (repair.rs): it may be missing
+        // entries it acknowledged before its storage was damaged.
         let matched = |n: NodeId| {
             if n == id {
                 durable
             } else {
-                progress.get(&n).map_or(0, |p| p.match_index)
+                progress
+                    .get(&n)
+                    .filter(|p| !p.repairing)
+                    .map_or(0, |p| p.match_index)
             }
         };
         let index = self.membership().committed_index(&matched);

@@ -210,18 +210,29 @@ fn fmt_msg(m: &Message) -> String {
         Body::AppendResponse {
             index,
             reject: None,
-        } => format!("ok index={index}"),
+            repairing,
+        } => format!("ok index={index}{}", repairing_tag(*repairing)),
         Body::AppendResponse {
             index,
             reject: Some(h),
+            repairing,
         } => {
             format!(
-                "reject index={index} hint=(index={} term={})",
-                h.index, h.term
+                "reject index={index} hint=(index={} term={}){}",
+                h.index,
+                h.term,
+                repairing_tag(*repairing)
             )
         }
         Body::Heartbeat { commit, round } => format!("commit={commit} round={round}"),
-        Body::HeartbeatResponse { round, last_index } => format!("round={round} last={last_index}"),
+        Body::HeartbeatResponse {
+            round,
+            last_index,
+            repairing,
+        } => format!(
+            "round={round} last={last_index}{}",
+            repairing_tag(*repairing)
+        ),
         Body::InstallSnapshot {
             meta,
             offset,
@@ -1581,4 +1592,12 @@ fn harness_detects_a_mismatch() {
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(again, text);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn repairing_tag(repairing: bool) -> &'static str {
+    if repairing {
+        " repairing"
+    } else {
+        ""
+    }
 }

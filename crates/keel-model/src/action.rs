@@ -57,9 +57,24 @@ pub fn short_message(m: &Message) -> String {
                 entries.len()
             )
         }
-        AppendResponse { index, reject } => format!(" index {index} reject={}", reject.is_some()),
+        AppendResponse {
+            index,
+            reject,
+            repairing,
+        } => format!(
+            " index {index} reject={}{}",
+            reject.is_some(),
+            if *repairing { " repairing" } else { "" }
+        ),
         Heartbeat { commit, round } => format!(" commit {commit} round {round}"),
-        HeartbeatResponse { round, last_index } => format!(" round {round} last {last_index}"),
+        HeartbeatResponse {
+            round,
+            last_index,
+            repairing,
+        } => format!(
+            " round {round} last {last_index}{}",
+            if *repairing { " repairing" } else { "" }
+        ),
         InstallSnapshot { meta, offset, .. } => format!(" snap {} offset {offset}", meta.index),
         InstallSnapshotResponse {
             index,

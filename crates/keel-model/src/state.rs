@@ -169,11 +169,17 @@ pub fn hash_message(m: &Message, h: &mut impl Hasher) {
             entries,
             commit,
         } => (4u8, prev_index, prev_term, entries, commit).hash(h),
-        Body::AppendResponse { index, reject } => {
-            (5u8, index, reject.map(|r| (r.index, r.term))).hash(h)
-        }
+        Body::AppendResponse {
+            index,
+            reject,
+            repairing,
+        } => (5u8, index, reject.map(|r| (r.index, r.term)), repairing).hash(h),
         Body::Heartbeat { commit, round } => (6u8, commit, round).hash(h),
-        Body::HeartbeatResponse { round, last_index } => (7u8, round, last_index).hash(h),
+        Body::HeartbeatResponse {
+            round,
+            last_index,
+            repairing,
+        } => (7u8, round, last_index, repairing).hash(h),
         Body::InstallSnapshot {
             meta,
             offset,

@@ -227,6 +227,10 @@ pub struct AppendResponse {
     pub hint_index: u64,
     #[prost(uint64, tag = "4")]
     pub hint_term: u64,
+    /// The sender is repairing: never counted toward a commit (absent = false, so older
+    /// senders decode unchanged).
+    #[prost(bool, tag = "5")]
+    pub repairing: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -243,6 +247,9 @@ pub struct HeartbeatResponse {
     pub round: u64,
     #[prost(uint64, tag = "2")]
     pub last_index: u64,
+    /// The sender is repairing: never counted toward a ReadIndex round.
+    #[prost(bool, tag = "3")]
+    pub repairing: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -400,22 +407,30 @@ pub fn message_to_wire(m: &Message) -> WireMessage {
             entries: entries.iter().map(entry_to_wire).collect(),
             commit: *commit,
         }),
-        Body::AppendResponse { index, reject } => WireBody::AppendResponse(AppendResponse {
+        Body::AppendResponse {
+            index,
+            reject,
+            repairing,
+        } => WireBody::AppendResponse(AppendResponse {
             index: *index,
             rejected: reject.is_some(),
             hint_index: reject.map_or(0, |r| r.index),
             hint_term: reject.map_or(0, |r| r.term),
+            repairing: *repairing,
         }),
         Body::Heartbeat { commit, round } => WireBody::Heartbeat(Heartbeat {
             commit: *commit,
             round: *round,
         }),
-        Body::HeartbeatResponse { round, last_index } => {
-            WireBody::HeartbeatResponse(HeartbeatResponse {
-                round: *round,
-                last_index: *last_index,
-            })
-        }
+        Body::HeartbeatResponse {
+            round,
+            last_index,
+            repairing,
+        } => WireBody::HeartbeatResponse(HeartbeatResponse {
+            round: *round,
+            last_index: *last_index,
+            repairing: *repairing,
+        }),
         Body::InstallSnapshot {
             meta,
             offset,
@@ -509,6 +524,7 @@ pub fn message_from_wire(
                 index: r.hint_index,
                 term: r.hint_term,
             }),
+            repairing: r.repairing,
         },
         WireBody::Heartbeat(h) => Body::Heartbeat {
             commit: h.commit,
@@ -517,6 +533,7 @@ pub fn message_from_wire(
         WireBody::HeartbeatResponse(h) => Body::HeartbeatResponse {
             round: h.round,
             last_index: h.last_index,
+            repairing: h.repairing,
         },
         WireBody::InstallSnapshot(s) => Body::InstallSnapshot {
             meta: meta_from_wire(s.meta)?,
@@ -591,14 +608,21 @@ mod tests {
             Body::AppendResponse {
                 index: 4,
                 reject: Some(RejectHint { index: 2, term: 1 }),
+                repairing: false,
             },
             Body::AppendResponse {
                 index: 4,
                 reject: None,
+                repairing: true,
             },
             Body::Heartbeat {
                 commit: 9,
                 round: 2,
+            },
+            Body::HeartbeatResponse {
+                round: 2,
+                last_index: 7,
+                repairing: true,
             },
             Body::TimeoutNow,
         ];

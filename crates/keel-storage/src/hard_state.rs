@@ -3,7 +3,8 @@
 //! File `<dir>/hardstate`, two mirrored 4096-byte slots. A save writes slot A and fdatasyncs,
 //! then writes slot B and fdatasyncs. A crash tears at most one slot, and damage to one synced
 //! slot leaves the other holding the same value, so a completed save is never lost to one
-//! damaged slot. Both slots invalid is damage (refused unless repairing).
+//! damaged slot. Both slots invalid is damage, refused also in repair mode (a lost vote cannot be
+//! recovered from peers).
 //!
 //! Slot layout (little-endian):
 //! ```text
@@ -158,13 +159,18 @@ impl<I: Io> HardStateStore<I> {
                 b
             }
             (Err(ra), Err(rb)) => {
-                let reason =
+                // Refused even in repair mode: the vote this node gave is gone, and no peer can
+                // say which terms it voted in, so a repaired node could vote twice in one term.
+                // The operator replaces the member instead (docs/storage.md, section 4).
+                let mut reason =
                     format!("both hard-state slots are invalid (slot A: {ra}; slot B: {rb})");
-                if !repair {
-                    return Err(Error::corrupt(&path, 0, reason));
+                if repair {
+                    reason.push_str(
+                        "; repair mode cannot recover a lost vote: remove this member and add a \
+                         fresh one with an empty data directory",
+                    );
                 }
-                recovery.repaired = Some(reason);
-                (HardState::default(), 0)
+                return Err(Error::corrupt(&path, 0, reason));
             }
         };
         let mut store = HardStateStore {

@@ -8,7 +8,11 @@ use crate::hard_state::{decode_slot, HardState, HARD_STATE_FILE, SLOT_BYTES};
 use crate::io::{Io, IoFile};
 use crate::scan::{scan, ProblemKind, Scan};
 use crate::snapshot::{verify_file, SnapshotMeta};
-use crate::storage::{SNAP_DIR, WAL_DIR};
+use crate::storage::{REPAIRING_FILE, SNAP_DIR, WAL_DIR};
+
+/// At most this much of the `REPAIRING` marker is read (the marker itself is capped when
+/// written).
+const REPAIRING_READ_BYTES_MAX: u64 = 64 << 10;
 
 #[derive(Debug)]
 pub struct Verification {
@@ -19,6 +23,10 @@ pub struct Verification {
     pub damage: Vec<String>,
     /// Not damage: a torn tail the next start would cut, a torn hard-state slot, leftovers.
     pub notes: Vec<String>,
+    /// The `REPAIRING` marker's text (what the repairing start discarded), if present: the node
+    /// was started with `--repair` and has not caught up from a leader yet, so it starts in
+    /// repair mode again (no votes, no counted acknowledgements) whatever its flags say.
+    pub repairing: Option<String>,
 }
 
 impl Verification {
@@ -155,13 +163,29 @@ pub fn verify<I: Io>(io: &I, dir: &Path) -> Result<Verification> {
             ));
         }
     }
+    let repairing = read_marker(io, &dir.join(REPAIRING_FILE))?;
     Ok(Verification {
         wal,
         hard_state,
         snapshots,
         damage,
         notes,
+        repairing,
     })
+}
+
+fn read_marker<I: Io>(io: &I, path: &Path) -> Result<Option<String>> {
+    if !io.exists(path).map_err(|e| Error::io("stat", path, e))? {
+        return Ok(None);
+    }
+    let file = io.open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file.len_bytes().map_err(|e| Error::io("stat", path, e))?;
+    let mut bytes = vec![0u8; len.min(REPAIRING_READ_BYTES_MAX) as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    assert!(text.len() <= 4 * REPAIRING_READ_BYTES_MAX as usize);
+    Ok(Some(text))
 }
 
 fn scan_empty() -> Scan {

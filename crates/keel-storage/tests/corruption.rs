@@ -195,6 +195,13 @@ fn repair_mode_cuts_damage_and_reports_it() {
     );
     assert_eq!(st.wal.last_index(), 6);
     assert!(recovered.repairing, "repair mode starts the node repairing");
+    // `keel storage verify` reports the marker and what the repair discarded.
+    let v = keel_storage::verify(&io, Path::new(DIR)).expect("verify");
+    let marker = v
+        .repairing
+        .clone()
+        .expect("verify reports the REPAIRING marker");
+    assert!(marker.contains("0000000000000002.wal"), "{marker}");
     // The log continues and the next open is clean.
     st.wal.append(&[entry(7)]).unwrap();
     st.wal.sync().unwrap();
@@ -212,6 +219,8 @@ fn repair_mode_cuts_damage_and_reports_it() {
     io.crash();
     let (_, recovered) = Storage::open(io.clone(), Path::new(DIR), options()).unwrap();
     assert!(!recovered.repairing, "the cleared marker stays cleared");
+    let v = keel_storage::verify(&io, Path::new(DIR)).expect("verify");
+    assert_eq!(v.repairing, None, "no marker once repaired");
 }
 
 #[test]
@@ -260,6 +269,15 @@ fn hard_state_survives_one_damaged_slot_and_refuses_two() {
     let (path, _, reason) = open_err(&io);
     assert_eq!(path, file);
     assert!(reason.contains("both hard-state slots"), "{reason}");
+    // Repair mode refuses too: it cannot know which vote the node gave.
+    match Storage::open(io.clone(), Path::new(DIR), repair_options()) {
+        Err(Error::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, file);
+            assert!(reason.contains("cannot recover a lost vote"), "{reason}");
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("repair mode accepted a lost hard state"),
+    }
 }
 
 #[test]

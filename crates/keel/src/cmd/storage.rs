@@ -68,6 +68,15 @@ fn print_verdict(v: &Verification) {
     for damage in &v.damage {
         println!("DAMAGE: {damage}");
     }
+    if let Some(text) = &v.repairing {
+        println!(
+            "REPAIRING: started with --repair and not caught up yet; the next start is in repair \
+             mode again (no votes, acknowledgements not counted) until a leader brings it up to date"
+        );
+        for line in text.lines() {
+            println!("  repaired: {line}");
+        }
+    }
     if v.is_clean() {
         println!(
             "clean: log {}..={} in {} segments",
