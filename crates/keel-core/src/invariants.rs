@@ -5,6 +5,7 @@
 
 use crate::message::{Body, Message};
 use crate::node::{Node, Role};
+use crate::quorum::Membership;
 use crate::types::{Entry, EntryKind, Index, NodeId, Term};
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -24,6 +25,36 @@ impl std::fmt::Display for Violation {
 
 fn violation(property: &'static str, detail: String) -> Result<(), Violation> {
     Err(Violation { property, detail })
+}
+
+/// Joint consensus: a configuration entry at `index` changes the voters of the configuration
+/// before it in the log (or in the snapshot) only through a joint configuration whose outgoing
+/// voters are the previous voters, and leaves a joint configuration only for its incoming one.
+fn check_joint_step(node: &Node, index: Index, m: &Membership) -> Result<(), Violation> {
+    let log = node.log();
+    assert!(index > log.snapshot_index && index <= log.last_index());
+    let p = (log.snapshot_index + 1..index)
+        .rev()
+        .find_map(|i| match &log.entry(i).expect("in range").kind {
+            EntryKind::Config(p) => Some(p),
+            _ => None,
+        })
+        .unwrap_or(&node.base_membership.1);
+    let direct = !m.is_joint() && !p.is_joint() && m.voters != p.voters;
+    let wrong_joint = m.is_joint() && m.voters_outgoing != p.voters;
+    let wrong_leave = !m.is_joint() && p.is_joint() && m.voters != p.voters;
+    if direct || wrong_joint || wrong_leave {
+        return violation(
+            "joint-consensus",
+            format!(
+                "node {}: configuration at index {index} switches voters {:?} -> {:?} without the joint phase",
+                node.id(),
+                p.voters,
+                m.voters
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// A stable content hash of an entry (deterministic: SipHash with fixed zero keys).
@@ -56,6 +87,8 @@ struct NodeWatch {
     leader_term: Term,
     leader_last: (Index, Term),
     sm_checked: Index,
+    /// The term in which the node was leader at the previous observation, if it was.
+    leading: Option<Term>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -118,7 +151,27 @@ impl SafetyMonitor {
                 format!("node {id}: commit {} after {}", log.committed, w.commit),
             );
         }
+        let commit_before = w.commit;
         w.commit = log.committed;
+        // The commit rule (Raft Figure 8): a leader advances its commit index only to an entry
+        // of its own term; older entries are committed indirectly, never by counting replicas.
+        let was_leading = w.leading == Some(node.term());
+        w.leading = (node.role() == Role::Leader).then_some(node.term());
+        if was_leading
+            && node.role() == Role::Leader
+            && log.committed > commit_before
+            && log.term(log.committed) != Some(node.term())
+        {
+            return violation(
+                "commit-current-term",
+                format!(
+                    "leader {id} of term {} advanced its commit to index {} of term {:?}",
+                    node.term(),
+                    log.committed,
+                    log.term(log.committed)
+                ),
+            );
+        }
         let hs = node.durable_hard_state();
         if hs.commit < w.durable_commit || hs.term < w.durable_term {
             return violation(
@@ -171,6 +224,9 @@ impl SafetyMonitor {
         let start = w.verified.max(log.snapshot_index) + 1;
         for i in start..=log.last_index() {
             let e = log.entry(i).expect("in range");
+            if let EntryKind::Config(m) = &e.kind {
+                check_joint_step(node, i, m)?;
+            }
             let h = entry_hash(e);
             let prev_term = log.term(i - 1).unwrap_or(0);
             match self.seen.get(&(i, e.term)) {

@@ -24,6 +24,7 @@
 //! ```
 
 mod config;
+pub mod display;
 mod election;
 pub mod invariants;
 mod log;

@@ -40,8 +40,9 @@
 
 use keel_core::invariants::SafetyMonitor;
 use keel_core::{
-    Body, ConfChange, Config, Entry, EntryKind, HardState, Membership, Message, Node, NodeId, Note,
-    ReadMode, ReadPath, Restored, Role, Snapshot, SnapshotMeta, Stamp, Time, Write,
+    Body, ConfChange, Config, Entry, EntryKind, HardState, Index, Membership, Message, Mutant,
+    Node, NodeId, Note, ReadMode, ReadPath, Restored, Role, Snapshot, SnapshotMeta, Stamp, Term,
+    Time, Write,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -51,7 +52,6 @@ use std::path::{Path, PathBuf};
 /// Bounds on the harness's own loops.
 const READY_ROUNDS_MAX: usize = 100;
 const STABILIZE_ROUNDS_MAX: usize = 200;
-const ENTRIES_PRINTED_MAX: usize = 12;
 const NETWORK_MESSAGES_MAX: usize = 100_000;
 const WALL_START_MS: u64 = 10_000;
 
@@ -130,141 +130,25 @@ impl Host {
 
 // ----- Formatting -----
 
-fn fmt_ids(ids: &BTreeSet<NodeId>) -> String {
-    let v: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    format!("({})", v.join(","))
-}
-
 fn fmt_membership(m: &Membership) -> String {
-    let mut s = format!("voters={}", fmt_ids(&m.voters));
-    if !m.voters_outgoing.is_empty() {
-        let _ = write!(s, "&&{}", fmt_ids(&m.voters_outgoing));
-    }
-    if !m.learners.is_empty() {
-        let _ = write!(s, " learners={}", fmt_ids(&m.learners));
-    }
-    s
+    m.to_string()
 }
 
 fn fmt_entry(e: &Entry) -> String {
-    let kind = match &e.kind {
-        EntryKind::Noop => "noop".to_string(),
-        EntryKind::Normal(d) => format!("{:?}", short_payload(d)),
-        EntryKind::Config(m) => format!("conf[{}]", fmt_membership(m)),
-    };
-    format!("{}@t{} {}", e.index, e.term, kind)
-}
-
-fn short_payload(d: &[u8]) -> String {
-    let s = String::from_utf8_lossy(d).to_string();
-    if s.len() > 24 {
-        format!("{}..({} bytes)", &s[..16], s.len())
-    } else {
-        s
-    }
+    e.to_string()
 }
 
 fn fmt_entries(es: &[Entry]) -> String {
-    let mut parts: Vec<String> = es.iter().take(ENTRIES_PRINTED_MAX).map(fmt_entry).collect();
-    if es.len() > ENTRIES_PRINTED_MAX {
-        parts.push(format!("... {} more", es.len() - ENTRIES_PRINTED_MAX));
-    }
-    format!("[{}]", parts.join(", "))
+    keel_core::display::entries(es)
 }
 
 fn fmt_msg(m: &Message) -> String {
-    let head = format!("{}->{} {} term={}", m.from, m.to, m.kind_name(), m.term);
-    let rest = match &m.body {
-        Body::PreVote {
-            last_index,
-            last_term,
-        }
-        | Body::Vote {
-            last_index,
-            last_term,
-            transfer: false,
-        } => {
-            format!("last={last_index}@t{last_term}")
-        }
-        Body::Vote {
-            last_index,
-            last_term,
-            transfer: true,
-        } => {
-            format!("last={last_index}@t{last_term} transfer")
-        }
-        Body::PreVoteResponse { granted } | Body::VoteResponse { granted } => {
-            (if *granted { "granted" } else { "rejected" }).to_string()
-        }
-        Body::Append {
-            prev_index,
-            prev_term,
-            entries,
-            commit,
-        } => {
-            format!(
-                "prev={prev_index}@t{prev_term} commit={commit} entries={}",
-                fmt_entries(entries)
-            )
-        }
-        Body::AppendResponse {
-            index,
-            reject: None,
-            repairing,
-        } => format!("ok index={index}{}", repairing_tag(*repairing)),
-        Body::AppendResponse {
-            index,
-            reject: Some(h),
-            repairing,
-        } => {
-            format!(
-                "reject index={index} hint=(index={} term={}){}",
-                h.index,
-                h.term,
-                repairing_tag(*repairing)
-            )
-        }
-        Body::Heartbeat { commit, round } => format!("commit={commit} round={round}"),
-        Body::HeartbeatResponse {
-            round,
-            last_index,
-            repairing,
-        } => format!(
-            "round={round} last={last_index}{}",
-            repairing_tag(*repairing)
-        ),
-        Body::InstallSnapshot {
-            meta,
-            offset,
-            total_bytes,
-            chunk,
-            done,
-            ..
-        } => format!(
-            "snap={}@t{} cfg=v{} bytes={}..{}/{} done={}",
-            meta.index,
-            meta.term,
-            meta.config_version,
-            offset,
-            offset + chunk.len() as u64,
-            total_bytes,
-            done
-        ),
-        Body::InstallSnapshotResponse {
-            offset,
-            index,
-            done,
-            rejected,
-        } => {
-            format!("offset={offset} index={index} done={done} rejected={rejected}")
-        }
-        Body::TimeoutNow => String::new(),
-    };
-    if rest.is_empty() {
-        head
-    } else {
-        format!("{head} {rest}")
-    }
+    m.to_string()
+}
+
+/// Equal up to runs of whitespace (a command line is split on whitespace).
+fn same_text(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
 }
 
 fn fmt_write(w: &Write) -> String {
@@ -331,6 +215,8 @@ fn path_name(p: ReadPath) -> &'static str {
 struct Args {
     positional: Vec<String>,
     keyed: BTreeMap<String, String>,
+    /// Every argument as written, space-separated (for commands that take a message's text).
+    raw: String,
 }
 
 impl Args {
@@ -345,7 +231,11 @@ impl Args {
                 _ => positional.push(t.to_string()),
             }
         }
-        Args { positional, keyed }
+        Args {
+            positional,
+            keyed,
+            raw: tokens.join(" "),
+        }
     }
 
     fn pos(&self, i: usize, what: &str) -> Result<&str, String> {
@@ -490,6 +380,18 @@ struct World {
     elapsed_ms: u64,
     /// Report when `has_ready()` says nothing is ready but `ready()` returns output.
     check_has_ready: bool,
+    /// `add-nodes ... sync-disk=true`: every write is durable (and `persisted` called) as soon
+    /// as `ready()` hands it out, as the model checker's default disks do.
+    sync_disk: bool,
+    /// `add-nodes ... wall-start=MS`: wall clocks start here instead of `WALL_START_MS`.
+    wall_start_ms: Option<u64>,
+    /// Read freshness: per node, its own proposals (index -> term) not yet applied by it.
+    proposals: BTreeMap<NodeId, BTreeMap<Index, Term>>,
+    /// Highest index of a write acknowledged to its client (applied by its proposer in the term
+    /// it was proposed in).
+    acked_max: Index,
+    /// Per read id: the acknowledged index a read must reflect (`acked_max` when it began).
+    read_required: BTreeMap<u64, Index>,
 }
 
 impl World {
@@ -568,7 +470,12 @@ impl World {
             }
             for w in &rd.writes {
                 lines.push(fmt_write(w));
-                host.disk.pending.push_back(w.clone());
+                if self.sync_disk {
+                    host.disk.apply(w.clone());
+                    node.persisted(now, w.id);
+                } else {
+                    host.disk.pending.push_back(w.clone());
+                }
             }
             for m in &rd.messages {
                 lines.push(format!("send {}", fmt_msg(m)));
@@ -577,9 +484,13 @@ impl World {
                 }
             }
             let mut last_applied = None;
+            let own = self.proposals.entry(id).or_default();
             for e in &rd.committed {
                 if let EntryKind::Normal(d) = &e.kind {
                     host.app.push(String::from_utf8_lossy(d).to_string());
+                }
+                if own.remove(&e.index) == Some(e.term) {
+                    self.acked_max = self.acked_max.max(e.index);
                 }
                 lines.push(format!("apply {}", fmt_entry(e)));
                 if let Err(v) = self.monitor.observe_applied(id, e) {
@@ -594,6 +505,15 @@ impl World {
                 // Read the state, then re-check the lease with a clock reading taken after it.
                 let state = fmt_app(&host.app);
                 let still = node.lease_read_still_valid(now, r.path);
+                let required = self.read_required.remove(&r.id).unwrap_or(0);
+                let applied = node.applied_index();
+                if still && applied < required {
+                    lines.push(format!(
+                        "VIOLATION read-freshness: read {} served at applied index {applied}, \
+                         but a write acknowledged before it began is at index {required}",
+                        r.id
+                    ));
+                }
                 let verdict = if still {
                     format!("-> app={state}")
                 } else {
@@ -710,16 +630,21 @@ impl World {
         n
     }
 
-    fn persist(&mut self, id: NodeId) -> Result<bool, String> {
+    fn persist(&mut self, id: NodeId, count_max: usize) -> Result<bool, String> {
+        assert!(count_max > 0, "persist at least one write");
         let host = self.host(id)?;
         if host.node.is_none() {
             return Err(format!("node {id} is down"));
         }
-        let Some(last) = host.disk.pending.back().map(|w| w.id) else {
+        let Some(first) = host.disk.pending.front().map(|w| w.id) else {
             return Ok(false);
         };
-        let first = host.disk.pending.front().map_or(last, |w| w.id);
-        while let Some(w) = host.disk.pending.pop_front() {
+        let mut last = first;
+        for _ in 0..count_max {
+            let Some(w) = host.disk.pending.pop_front() else {
+                break;
+            };
+            last = w.id;
             host.disk.apply(w);
         }
         let range = if first == last {
@@ -747,6 +672,12 @@ impl World {
             Some(v) => parse_list(v)?,
             None => Vec::new(),
         };
+        if let Some(v) = a.keyed.get("sync-disk") {
+            self.sync_disk = v == "true";
+        }
+        if let Some(w) = a.opt_u64("wall-start")? {
+            self.wall_start_ms = Some(w);
+        }
         let mut membership = Membership::new(voters);
         membership.learners = learners.into_iter().collect();
         membership.validate()?;
@@ -771,6 +702,17 @@ impl World {
             cfg.snapshot_chunk_bytes_max =
                 a.u64_or("chunk-bytes", cfg.snapshot_chunk_bytes_max as u64)? as usize;
             cfg.compaction_retain_entries = a.u64_or("retain", cfg.compaction_retain_entries)?;
+            cfg.clock_drift_ppm_max = a.u64_or("drift-ppm", cfg.clock_drift_ppm_max)?;
+            if let Some(base) = a.opt_u64("seed-base")? {
+                cfg.random_seed = base ^ id;
+            }
+            if let Some(name) = a.keyed.get("mutant") {
+                if !cfg!(feature = "mutants") {
+                    return Err(format!("mutant={name} needs keel-core's feature `mutants`"));
+                }
+                cfg.mutant =
+                    Some(Mutant::from_name(name).ok_or_else(|| format!("no mutant {name:?}"))?);
+            }
             cfg.validate()?;
             let base = SnapshotMeta {
                 membership: membership.clone(),
@@ -785,7 +727,7 @@ impl World {
                 node: None,
                 disk,
                 mono_ms: self.elapsed_ms,
-                wall_ms: WALL_START_MS + self.elapsed_ms,
+                wall_ms: self.wall_start_ms.unwrap_or(WALL_START_MS) + self.elapsed_ms,
                 trusted: true,
                 app: Vec::new(),
             };
@@ -964,6 +906,9 @@ impl World {
                     // The result is printed before the reaction lines it caused.
                     let at = self.out.len();
                     let r = self.event(id, |n, now| n.propose(now, data))?;
+                    if let Ok((i, t)) = r {
+                        self.proposals.entry(id).or_default().insert(i, t);
+                    }
                     let line = match r {
                         Ok((i, t)) => format!("{id}: proposed at {i}@t{t}"),
                         Err(e) => format!("{id}: refused: {e}"),
@@ -1024,12 +969,39 @@ impl World {
                     m => return Err(format!("bad mode {m:?}")),
                 };
                 let at = self.out.len();
+                self.read_required.insert(rid, self.acked_max);
                 let r = self.event(id, |n, now| n.read(now, rid, mode))?;
                 let line = match r {
                     Ok(()) => format!("{id}: read {rid} accepted"),
                     Err(e) => format!("{id}: read {rid} refused: {e:?}"),
                 };
                 self.out.insert(at, line);
+                Ok(())
+            }
+            // deliver-msg|drop-msg|duplicate-msg TEXT: the first queued message printed exactly
+            // as TEXT (model checker replays name messages this way).
+            "deliver-msg" | "drop-msg" | "duplicate-msg" => {
+                let text = &a.raw;
+                let pos = self
+                    .net
+                    .iter()
+                    .position(|m| same_text(&fmt_msg(m), text))
+                    .ok_or_else(|| format!("no queued message {text:?}"))?;
+                match cmd {
+                    "deliver-msg" => {
+                        let m = self.net.remove(pos).expect("found");
+                        self.deliver(m);
+                    }
+                    "drop-msg" => {
+                        let m = self.net.remove(pos).expect("found");
+                        self.line(format!("{} DROPPED", fmt_msg(&m)));
+                    }
+                    _ => {
+                        let m = self.net[pos].clone();
+                        self.line(format!("{} DUPLICATED", fmt_msg(&m)));
+                        self.net.push_back(m);
+                    }
+                }
                 Ok(())
             }
             // deliver-msgs [from=ID] [to=ID] [type=App,Vote,..] [drop=App,..] [count=N]
@@ -1079,15 +1051,17 @@ impl World {
                 self.out.extend(lines);
                 Ok(())
             }
-            // persist NODE|all: make every pending write durable, then tell the node.
+            // persist NODE|all [count=N]: make the pending writes (the first N) durable, then
+            // tell the node.
             "persist" => {
                 let which = a.pos(0, "node")?;
                 let mut ids = self.parse_nodes(which)?;
                 if which == "all" {
                     ids.retain(|id| self.hosts[id].node.is_some());
                 }
+                let count = a.u64_or("count", u64::MAX)? as usize;
                 for id in ids {
-                    if !self.persist(id)? {
+                    if !self.persist(id, count)? {
                         self.line(format!("{id}: nothing to persist"));
                     }
                 }
@@ -1101,7 +1075,7 @@ impl World {
                     for id in ids {
                         let h = &self.hosts[&id];
                         if h.node.is_some() && !h.disk.pending.is_empty() {
-                            self.persist(id)?;
+                            self.persist(id, usize::MAX)?;
                             busy = true;
                         }
                     }
@@ -1144,6 +1118,7 @@ impl World {
                     .map(|w| format!("#{}", w.id))
                     .collect();
                 h.app.clear();
+                self.proposals.remove(&id);
                 self.monitor.observe_crash(id);
                 let lost = if lost.is_empty() {
                     "none".to_string()
@@ -1180,15 +1155,19 @@ impl World {
                 ));
                 self.start_node_with(id, repair)
             }
-            // snapshot NODE: the application snapshots at its applied index.
+            // snapshot NODE [data=applied-index]: the application snapshots at its applied index.
             "snapshot" => {
                 let id = a.id(0)?;
                 let (node, _) = self.live_node(id)?;
                 let index = node.applied_index();
-                let data = encode_app(&self.hosts[&id].app);
-                let r = self.event(id, |n, now| {
-                    n.snapshot_created(now, index, data, b"sessions".to_vec())
-                })?;
+                // data=applied-index: the model checker's application (its state is the applied
+                // index), so a replayed trace sends the same snapshot bytes.
+                let (data, sessions) = match a.keyed.get("data").map(|s| s.as_str()) {
+                    None => (encode_app(&self.hosts[&id].app), b"sessions".to_vec()),
+                    Some("applied-index") => (index.to_le_bytes().to_vec(), Vec::new()),
+                    Some(d) => return Err(format!("bad data={d:?}")),
+                };
+                let r = self.event(id, |n, now| n.snapshot_created(now, index, data, sessions))?;
                 let line = match r {
                     Ok(()) => format!("{id}: snapshot at {index}"),
                     Err(e) => format!("{id}: snapshot refused: {e}"),
@@ -1305,7 +1284,10 @@ fn decode_app(data: &[u8]) -> Vec<String> {
 }
 
 fn fmt_app(app: &[String]) -> String {
-    let shown: Vec<String> = app.iter().map(|s| short_payload(s.as_bytes())).collect();
+    let shown: Vec<String> = app
+        .iter()
+        .map(|s| keel_core::display::short_payload(s.as_bytes()))
+        .collect();
     format!("[{}]", shown.join(","))
 }
 
@@ -1550,6 +1532,50 @@ fn scenarios() {
     );
 }
 
+/// Counterexamples of the model checker (`keel model --mutant NAME --scenario-out FILE`), one
+/// per core mutant, replayed here over the same mutant: the golden output must match, and each
+/// must reach the broken property the model reported (a VIOLATION or core PANIC line).
+#[cfg(feature = "mutants")]
+#[test]
+fn model_replays() {
+    let (failures, alarms) = run_dir("model-replays");
+    assert!(failures.is_empty(), "{}", report(&failures));
+    for path in scenario_files("model-replays") {
+        let text = std::fs::read_to_string(&path).expect("read replay");
+        let expected = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no '# expect: ' line", path.display()));
+        let name = path.display().to_string();
+        assert!(
+            alarms
+                .iter()
+                .any(|a| a.starts_with(&name) && a.contains(expected.trim())),
+            "{name}: the replay did not reach {expected:?}; alarms: {alarms:?}"
+        );
+        // The other way round: the same script over the unmodified core breaks nothing (its
+        // later steps may no longer fit; those are errors, not alarms).
+        let clean: String = text
+            .lines()
+            .map(|l| match l.find(" mutant=") {
+                Some(at) if l.starts_with("add-nodes") => format!("{}\n", &l[..at]),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        assert_ne!(clean, text, "{name}: no mutant= to remove");
+        let tmp = std::env::temp_dir().join(format!(
+            "keel-replay-clean-{}-{}",
+            std::process::id(),
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&tmp, &clean).expect("write temp script");
+        let (out, _) = run_script(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let found: Vec<&str> = out.lines().filter(|l| is_alarm(l)).collect();
+        assert!(found.is_empty(), "{name} without its mutant: {found:?}");
+    }
+}
+
 /// Scripts that reproduce known core bugs (tests/bugs/*.txt). They fail until the bug is fixed;
 /// then move the file to tests/scenarios/. Run: `cargo test -p keel-core --test scenario -- --ignored`.
 #[test]
@@ -1592,12 +1618,4 @@ fn harness_detects_a_mismatch() {
     assert!(none.is_empty(), "{none:?}");
     assert_eq!(again, text);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn repairing_tag(repairing: bool) -> &'static str {
-    if repairing {
-        " repairing"
-    } else {
-        ""
-    }
 }

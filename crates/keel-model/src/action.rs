@@ -242,7 +242,7 @@ pub fn credit(s: &mut State, a: &Action) {
     }
 }
 
-fn tick_quantum_ms(h: &Host, b: &Bounds) -> u64 {
+pub(crate) fn tick_quantum_ms(h: &Host, b: &Bounds) -> u64 {
     if h.node.role() == Role::Leader {
         b.heartbeat_interval_ms
     } else {

@@ -7,7 +7,8 @@
 //! deduplicating states by fingerprint, and checks the safety properties in `check.rs` after
 //! every action. Breadth-first, the first violation found is at minimal depth. It starts at
 //! boot, or where a script (`script.rs`: a named prefix, or a printed trace to replay) ends;
-//! a violation's path is printed as a script that replays.
+//! a violation's path is printed as a script that replays, and can be written as a keel-core
+//! scenario test (`replay.rs`).
 //!
 //! No symmetry reduction: node ids appear in votes, messages, leaders and configurations, and
 //! the election timer jitter is seeded per id, so permuting ids does not map states to
@@ -16,12 +17,14 @@
 mod action;
 mod check;
 mod explore;
+mod replay;
 mod script;
 mod state;
 
 pub use action::{Action, Broken};
 pub use explore::{explore, Outcome, Stats};
 pub use keel_core::Mutant;
+pub use replay::scenario_text;
 pub use script::{prefix_named, script_lines, Prefix, PREFIXES};
 
 use keel_core::{Config, NodeId};

@@ -227,6 +227,67 @@ mod mutants {
         clean_without(Mutant::ReadIndexWithoutQuorum, depth);
     }
 
+    /// The commands of a scenario file: its leading comment lines and every line followed by
+    /// `----` (expected output, which the keel-core harness fills in, is left out).
+    fn scenario_commands(text: &str) -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out: Vec<String> = lines
+            .iter()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.to_string())
+            .collect();
+        for w in lines.windows(2) {
+            if w[1] == "----" {
+                out.push(w[0].to_string());
+            }
+        }
+        out
+    }
+
+    /// Every mutant's counterexample at its default bounds, written as a keel-core scenario
+    /// test, is the one checked in under crates/keel-core/tests/model-replays/ (which keel-core's
+    /// `model_replays` test replays and requires to reach the same violation). Regenerate with
+    /// `KEEL_MODEL_REPLAYS_UPDATE=1`, then `UPDATE_GOLDEN=1 cargo test -p keel-core --features
+    /// mutants --test scenario model_replays`.
+    #[test]
+    fn counterexamples_match_the_checked_in_scenario_replays() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../keel-core/tests/model-replays");
+        let update = std::env::var("KEEL_MODEL_REPLAYS_UPDATE").is_ok_and(|v| v == "1");
+        for m in Mutant::ALL {
+            let b = Bounds::for_mutant(m);
+            let (outcome, _) = run(&b);
+            let Outcome::Violation {
+                property,
+                detail,
+                trace,
+            } = outcome
+            else {
+                panic!("{} not caught at its default bounds", m.name());
+            };
+            let actions: Vec<_> = trace.into_iter().map(|(a, _)| a).collect();
+            let text =
+                keel_model::scenario_text(&b, &actions, &property, &detail).expect("scenario text");
+            assert!(
+                text.contains(&format!("# expect: VIOLATION {property}")),
+                "{text}"
+            );
+            let path = dir.join(format!("{}.txt", m.name()));
+            if update {
+                std::fs::write(&path, &text).expect("write replay");
+                continue;
+            }
+            let checked_in = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(
+                scenario_commands(&checked_in),
+                scenario_commands(&text),
+                "{} differs from what the model finds now (KEEL_MODEL_REPLAYS_UPDATE=1 rewrites it)",
+                path.display()
+            );
+        }
+    }
+
     /// A printed counterexample is a script: replayed from boot with no search, it reproduces
     /// the violation (with the mutant) and is clean with the core unmodified.
     #[test]

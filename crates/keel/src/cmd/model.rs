@@ -91,6 +91,11 @@ pub struct Args {
     /// replayed and checked), then search from where they end. Replaces any prefix.
     #[arg(long)]
     script: Option<std::path::PathBuf>,
+    /// On a violation, also write the counterexample as a keel-core scenario test to this file
+    /// (run it with `UPDATE_GOLDEN=1 cargo test -p keel-core --features mutants --test scenario`
+    /// after placing it in crates/keel-core/tests/model-replays/).
+    #[arg(long)]
+    scenario_out: Option<std::path::PathBuf>,
 }
 
 /// Script files are read whole; this bounds them.
@@ -231,6 +236,19 @@ pub fn run(args: Args) -> i32 {
             );
             for (a, _) in &trace {
                 println!("  {a}");
+            }
+            if let Some(path) = &args.scenario_out {
+                let actions: Vec<keel_model::Action> =
+                    trace.iter().map(|(a, _)| a.clone()).collect();
+                let written = keel_model::scenario_text(&b, &actions, &property, &detail)
+                    .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()));
+                match written {
+                    Ok(()) => println!("scenario test written to {}", path.display()),
+                    Err(e) => {
+                        eprintln!("keel model: cannot write {}: {e}", path.display());
+                        return 2;
+                    }
+                }
             }
             1
         }
