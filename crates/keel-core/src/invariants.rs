@@ -40,6 +40,10 @@ fn check_joint_step(node: &Node, index: Index, m: &Membership) -> Result<(), Vio
             _ => None,
         })
         .unwrap_or(&node.base_membership.1);
+    if p.voters.is_empty() {
+        // A node that joined empty learns the cluster's configuration: not a change.
+        return Ok(());
+    }
     let direct = !m.is_joint() && !p.is_joint() && m.voters != p.voters;
     let wrong_joint = m.is_joint() && m.voters_outgoing != p.voters;
     let wrong_leave = !m.is_joint() && p.is_joint() && m.voters != p.voters;
