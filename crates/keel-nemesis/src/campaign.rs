@@ -15,7 +15,8 @@ use crate::cluster::{Cluster, ClusterSpec};
 use crate::history::{faults_to_jsonl, to_jsonl, Event, Recorder};
 use crate::nemesis::{self, FaultKind};
 use crate::report;
-use crate::workload::{self, Workload, WorkloadSpec};
+use crate::workload::{self, Workload, WorkloadMix, WorkloadSpec};
+use crate::{bank, staleness};
 
 /// The counter that must stay 0 on every node.
 pub const REGRESSIONS_METRIC: &str = "keel_commit_index_regressions_total";
@@ -25,6 +26,7 @@ const METRICS_INTERVAL_MS: u64 = 2_000;
 const CHECK_TIME_LIMIT_MS: u64 = 60_000;
 /// Final-read process ids start here (after every worker's).
 const FINAL_PROCESS_BASE: u64 = 10_000_000;
+const BANK_INIT_ATTEMPTS_MAX: u32 = 50;
 
 #[derive(Clone, Debug)]
 pub struct CampaignConfig {
@@ -43,6 +45,12 @@ pub struct CampaignConfig {
     pub hot_keys: usize,
     /// Pause between a worker's operations; 0 = as fast as answers come.
     pub think_ms: u64,
+    pub workloads: WorkloadMix,
+    /// Accounts of the bank workload.
+    pub bank_accounts: usize,
+    /// Every server's configured clock uncertainty (`clock_uncertainty_ms`): the `clock` fault
+    /// stays within it, `clock-beyond` goes past it.
+    pub clock_uncertainty_ms: u64,
 }
 
 impl CampaignConfig {
@@ -62,6 +70,9 @@ impl CampaignConfig {
             reader_workers: 3,
             hot_keys: 3,
             think_ms: 5,
+            workloads: WorkloadMix::parse("all").expect("known"),
+            bank_accounts: 5,
+            clock_uncertainty_ms: crate::cluster::CLOCK_UNCERTAINTY_MS_DEFAULT,
         }
     }
 }
@@ -161,6 +172,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         election_timeout_ms: config.election_timeout_ms,
         mutant: config.mutant.clone(),
         seed: config.seed,
+        clock_uncertainty_ms: Some(config.clock_uncertainty_ms),
     };
     let mut cluster = Cluster::create(spec).await?;
     let mut notes = Vec::new();
@@ -186,15 +198,40 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         Err(exited) => anyhow::bail!("the cluster did not start: {exited}"),
     }
 
+    let mix = config.workloads;
+    if mix.bank {
+        let client = workload::client(&cluster.endpoints(), 2_000, 4)
+            .map_err(|e| anyhow::anyhow!("client: {e}"))?;
+        let mut created = false;
+        for _ in 0..BANK_INIT_ATTEMPTS_MAX {
+            if bank::init(&client, config.bank_accounts).await.is_ok() {
+                created = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::ensure!(created, "could not create the bank's accounts");
+    }
     let recorder = Arc::new(Recorder::new());
     let workload = Workload::new(
         WorkloadSpec {
             endpoints: cluster.endpoints(),
             hot_keys: config.hot_keys,
-            register_workers: config.register_workers,
-            reader_workers: config.reader_workers,
-            set_workers: 1,
-            dup_workers: 1,
+            register_workers: if mix.register {
+                config.register_workers
+            } else {
+                0
+            },
+            reader_workers: if mix.register {
+                config.reader_workers
+            } else {
+                0
+            },
+            set_workers: usize::from(mix.set),
+            dup_workers: usize::from(mix.dup),
+            bank_workers: usize::from(mix.bank),
+            bank_accounts: config.bank_accounts,
+            stale_reads: mix.stale_reads,
             op_timeout_ms: config.op_timeout_ms,
             think_ms: config.think_ms,
             seed: config.seed,
@@ -209,7 +246,10 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         config.election_timeout_ms,
     );
     let cluster = tokio::sync::Mutex::new(cluster);
-    let leader_kills = std::sync::Mutex::new(Vec::new());
+    let env = nemesis::NemesisEnv {
+        clock_uncertainty_ms: config.clock_uncertainty_ms,
+        ..Default::default()
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(config.time_ms);
     let regressions: std::sync::Mutex<BTreeMap<u64, f64>> = Default::default();
     let scrape = async {
@@ -228,7 +268,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         }
     };
     let faults_applied = tokio::select! {
-        applied = nemesis::run(&cluster, &recorder, &steps, deadline, &leader_kills) => applied?,
+        applied = nemesis::run(&cluster, &recorder, &steps, deadline, &env) => applied?,
         _ = scrape => unreachable!("the scraper loops forever"),
     };
     tokio::time::sleep_until(deadline).await;
@@ -242,6 +282,41 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         "network healed, nodes resumed and restarted".to_string(),
     );
     let mut problems = Vec::new();
+    let clock_beyond = env
+        .clock_beyond
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let clock_violations: Vec<String> = clock_beyond
+        .iter()
+        .filter(|(_, _, flagged)| !flagged)
+        .map(|(id, offset, _)| {
+            format!(
+                "node {id} ran {offset:+} ms off, beyond ±{} ms, unflagged",
+                config.clock_uncertainty_ms
+            )
+        })
+        .take(10)
+        .collect();
+    let flagged = clock_beyond.iter().filter(|(_, _, f)| *f).count();
+    if flagged > 0 {
+        notes.push(format!(
+            "{flagged} clock faults beyond the bound were flagged by their node (clock untrusted): lease reads stay checked"
+        ));
+    }
+    let rolling = env
+        .rolling
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let rolling_slow = rolling.iter().filter(|(_, ms)| ms.is_none()).count();
+    if rolling_slow > 0 {
+        notes.push(format!(
+            "rolling restarts: {rolling_slow} of {} nodes did not catch up within {} ms",
+            rolling.len(),
+            nemesis::ROLLING_CATCH_UP_MS_MAX
+        ));
+    }
     let recovery = wait_for_write(&mut cluster, config.recovery_timeout_ms).await;
     let recovery_ms = recovery.clone().ok().flatten();
     match recovery {
@@ -349,6 +424,48 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         ));
     }
 
+    // Bank: every full read during the run summed to the total, and a final linearizable
+    // read does too.
+    let bank_json = if mix.bank {
+        let outcomes = workload.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        for violation in &outcomes.bank_violations {
+            problems.push(format!("bank: {violation}"));
+        }
+        if outcomes.bank_violations_total > outcomes.bank_violations.len() as u64 {
+            problems.push(format!(
+                "bank: {} more violations",
+                outcomes.bank_violations_total - outcomes.bank_violations.len() as u64
+            ));
+        }
+        let (reads, transfers_ok, transfers_failed, violations) = (
+            outcomes.bank_reads_checked,
+            outcomes.bank_transfers_ok,
+            outcomes.bank_transfers_failed,
+            outcomes.bank_violations_total,
+        );
+        drop(outcomes);
+        let final_read =
+            bank::read_range(&reader, config.bank_accounts, ReadLevel::Linearizable).await;
+        let final_balances = match final_read {
+            Ok((read, _)) => {
+                if let Err(problem) = bank::check_read(config.bank_accounts, &read) {
+                    problems.push(format!("bank: final read: {problem}"));
+                }
+                json!(bank::balances(&read))
+            }
+            Err(e) => {
+                problems.push(format!("bank: cannot read back: {e}"));
+                Value::Null
+            }
+        };
+        json!({"accounts": config.bank_accounts, "total": bank::total(config.bank_accounts),
+               "reads_checked": reads, "transfers_ok": transfers_ok,
+               "transfers_failed": transfers_failed, "violations": violations,
+               "final_balances": final_balances})
+    } else {
+        Value::Null
+    };
+
     // Metrics: the commit index never went down.
     {
         let mut seen = BTreeMap::new();
@@ -407,13 +524,39 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         }
     }
 
-    // Linearizability of the registers.
+    // Reads below linearizable, against their declared staleness.
+    let clock_violated = !clock_violations.is_empty();
     let events = recorder.events();
-    let register_events: Vec<Event> = events
-        .iter()
-        .filter(|e| matches!(e.f.as_str(), "read" | "write" | "cas"))
-        .cloned()
-        .collect();
+    let (stale_reads, lease_reads) = {
+        let outcomes = workload.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        (outcomes.stale_reads.clone(), outcomes.lease_reads.clone())
+    };
+    let staleness_report = staleness::check(
+        &events,
+        &stale_reads,
+        config.clock_uncertainty_ms,
+        !clock_violated,
+    );
+    for violation in &staleness_report.violations {
+        problems.push(format!("staleness: {violation}"));
+    }
+    if staleness_report.violations_total > staleness_report.violations.len() as u64 {
+        problems.push(format!(
+            "staleness: {} more violations",
+            staleness_report.violations_total - staleness_report.violations.len() as u64
+        ));
+    }
+
+    // Linearizability of the registers. With the clock assumption violated (and not flagged
+    // by the node), reads served from a lease are left out, as the simulator does.
+    let register_events = linearizability_events(&events, clock_violated.then_some(&lease_reads));
+    let lease_reads_excluded = if clock_violated { lease_reads.len() } else { 0 };
+    if clock_violated {
+        notes.push(format!(
+            "clock assumption violated ({}): {lease_reads_excluded} lease-served reads left out of the linearizability check, bounded-read staleness not checked",
+            clock_violations.join("; ")
+        ));
+    }
     let (history, _) = parse_history(&to_jsonl(&register_events), Some(Format::Keel))
         .map_err(|e| anyhow::anyhow!("own history does not parse: {e}"))?;
     let options = Options {
@@ -452,7 +595,8 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let count = |kind: &str| events.iter().filter(|e| e.kind == kind).count() as u64;
     let (ok, fail, info) = (count("ok"), count("fail"), count("info"));
     let ops = count("invoke");
-    let kills = leader_kills
+    let kills = env
+        .leader_kills
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
@@ -479,6 +623,20 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             "elapsed_ms": check_report.elapsed.as_millis() as u64,
         },
         "set": {"acked": set_acked.len(), "unknown": set_unknown, "lost": set_lost.len()},
+        "bank": bank_json,
+        "staleness": {
+            "bounded_checked": staleness_report.bounded_checked,
+            "any_checked": staleness_report.any_checked,
+            "bound_unchecked": staleness_report.bound_unchecked,
+            "violations": staleness_report.violations_total,
+        },
+        "clock_assumption_violated": clock_violated,
+        "clock_beyond": clock_beyond.iter().map(|(id, offset, flagged)| json!({"node": id, "offset_ms": offset, "flagged": flagged})).collect::<Vec<_>>(),
+        "rolling_restarts": rolling.iter().map(|(id, ms)| json!({"node": id, "caught_up_ms": ms})).collect::<Vec<_>>(),
+        "lease_reads_excluded": lease_reads_excluded,
+        "workloads": {"register": mix.register, "set": mix.set, "dup": mix.dup, "bank": mix.bank,
+                      "stale_reads": mix.stale_reads},
+        "clock_uncertainty_ms": config.clock_uncertainty_ms,
         "dup": {"rounds_checked": dup_rounds, "violations": dup_violations.len()},
         "failover_ms": {
             "samples": failovers.len(),
@@ -520,6 +678,39 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let html = report::render(&summary, &events, &faults, &config, has_check_page);
     std::fs::write(out.join("report.html"), html)?;
     Ok(summary)
+}
+
+/// The register operations for keel-check; with `excluded` (lease reads under a violated clock
+/// assumption), those reads and their invocations are left out.
+fn linearizability_events(
+    events: &[Event],
+    excluded: Option<&std::collections::BTreeSet<(u64, u64)>>,
+) -> Vec<Event> {
+    let register: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.f.as_str(), "read" | "write" | "cas"))
+        .collect();
+    let Some(excluded) = excluded else {
+        return register.into_iter().cloned().collect();
+    };
+    let mut skip = vec![false; register.len()];
+    let mut open: BTreeMap<u64, usize> = BTreeMap::new();
+    for (index, event) in register.iter().enumerate() {
+        if event.kind == "invoke" {
+            open.insert(event.process, index);
+        } else if let Some(invoke) = open.remove(&event.process) {
+            if excluded.contains(&(event.process, event.time_ns)) {
+                skip[invoke] = true;
+                skip[index] = true;
+            }
+        }
+    }
+    register
+        .into_iter()
+        .zip(skip)
+        .filter(|(_, skip)| !skip)
+        .map(|(e, _)| e.clone())
+        .collect()
 }
 
 /// Parses a duration: `90` (seconds), `500ms`, `60s`, `30m`, `1h`.

@@ -5,6 +5,10 @@
 //! and announces its real peer address. Without it (older builds), node i's `--peers` names
 //! `proxy(i -> j)` for every j != i, which covers the initial voters.
 //!
+//! A noisy neighbour ([`Cluster::start_noisy`]) is a separate CPU-burning `sh` process pinned
+//! to the same CPU as one node (the node's threads pinned there too for the hold), started
+//! under `setpriv --pdeathsig KILL` when available and polling the harness's pid in any case.
+//!
 //! Every child runs with `--parent-pid <ours>`, so it exits by itself if the harness dies even
 //! by SIGKILL; [`Cluster::stop_all`] (also run on drop) kills whatever is still running.
 
@@ -22,6 +26,12 @@ use crate::proxy::{LinkMode, LinkProxy};
 /// Largest cluster the harness starts.
 pub const NODES_MAX: usize = 7;
 const HTTP_TIMEOUT_MS: u64 = 1_000;
+/// The servers' `clock_uncertainty_ms` a campaign configures unless told otherwise.
+pub const CLOCK_UNCERTAINTY_MS_DEFAULT: u64 = 100;
+/// A gracefully stopped node (SIGTERM) is killed if it has not exited within this.
+pub const GRACEFUL_STOP_MS_MAX: u64 = 5_000;
+/// The burner's busy loop: iterations between checks that the harness is still alive.
+const NOISY_SPIN_ITERATIONS: u64 = 20_000;
 
 /// How the nodes are started.
 #[derive(Clone, Debug)]
@@ -32,6 +42,8 @@ pub struct ClusterSpec {
     pub election_timeout_ms: u64,
     pub mutant: Option<String>,
     pub seed: u64,
+    /// Written to each node's `node-N.toml` (`--config`); None: the server's default.
+    pub clock_uncertainty_ms: Option<u64>,
 }
 
 /// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds; monotonic clock not
@@ -74,6 +86,36 @@ pub struct Cluster {
     pub fsync_delay_supported: bool,
     faketime_lib: Option<PathBuf>,
     http: reqwest::Client,
+    noisy: Option<Noisy>,
+}
+
+/// A running noisy neighbour.
+struct Noisy {
+    child: Child,
+    node: u64,
+    /// The node's threads' affinity before they were pinned beside the burner.
+    node_affinity: Option<rustix::thread::CpuSet>,
+}
+
+/// Every thread id of process `pid` (from /proc).
+fn threads_of(pid: u32) -> Vec<rustix::process::Pid> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let threads_max = 10_000;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(rustix::process::Pid::from_raw)
+        .take(threads_max)
+        .collect()
+}
+
+/// Pins every thread of `pid` to `set` (best effort: threads may come and go).
+fn pin_threads(pid: u32, set: &rustix::thread::CpuSet) -> usize {
+    threads_of(pid)
+        .into_iter()
+        .filter(|&tid| rustix::thread::sched_setaffinity(Some(tid), set).is_ok())
+        .count()
 }
 
 impl Drop for Cluster {
@@ -177,6 +219,7 @@ impl Cluster {
             fsync_delay_supported,
             faketime_lib: find_faketime_lib(),
             http,
+            noisy: None,
         })
     }
 
@@ -251,9 +294,21 @@ impl Cluster {
             .open(&node.log_path)
             .with_context(|| format!("{}", node.log_path.display()))?;
         let log_err = log.try_clone()?;
+        let config_path = self.spec.dir.join(format!("node-{id}.toml"));
+        if let Some(clock_uncertainty_ms) = self.spec.clock_uncertainty_ms {
+            std::fs::write(
+                &config_path,
+                format!("clock_uncertainty_ms = {clock_uncertainty_ms}\n"),
+            )
+            .with_context(|| format!("{}", config_path.display()))?;
+        }
         let mut command = Command::new(&self.spec.keel_bin);
+        if self.spec.clock_uncertainty_ms.is_some() {
+            command.arg("serve").arg("--config").arg(&config_path);
+        } else {
+            command.arg("serve");
+        }
         command
-            .arg("serve")
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(&node.data_dir)
@@ -341,6 +396,108 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops node `id` with SIGTERM (a graceful shutdown), kill -9 if it has not exited within
+    /// `GRACEFUL_STOP_MS_MAX`; then starts it again on its data. Returns how it stopped.
+    pub async fn restart_graceful(&mut self, id: u64) -> Result<&'static str> {
+        let index = self.index(id);
+        let mut how = "not running";
+        if self.nodes[index].running() {
+            self.resume(id)?;
+            self.signal(id, rustix::process::Signal::TERM)?;
+            how = "killed after the grace period";
+            let polls_max = GRACEFUL_STOP_MS_MAX / 50;
+            for _ in 0..polls_max {
+                let node = &mut self.nodes[index];
+                let exited = node
+                    .child
+                    .as_mut()
+                    .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited {
+                    node.child = None;
+                    how = "stopped gracefully";
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.kill(id)?;
+        }
+        assert!(!self.nodes[index].running());
+        self.start(id)?;
+        Ok(how)
+    }
+
+    /// Starts a CPU-burning process beside node `id`: both pinned to one CPU for the hold.
+    /// Returns a description. Any previous neighbour is stopped first.
+    pub fn start_noisy(&mut self, id: u64) -> Result<String> {
+        self.stop_noisy();
+        let pid = self.nodes[self.index(id)].pid();
+        let harness = std::process::id();
+        let script = format!(
+            "while kill -0 {harness} 2>/dev/null; do i=0; while [ $i -lt {NOISY_SPIN_ITERATIONS} ]; do i=$((i+1)); done; done"
+        );
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut command = if setpriv.exists() {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the noisy neighbour (sh)")?;
+        // Pin the burner and the node to the node's last allowed CPU.
+        let mut detail = format!("CPU burner pid {} beside node {id}", child.id());
+        let mut node_affinity = None;
+        if let Some(pid) = pid {
+            let node_pid = rustix::process::Pid::from_raw(pid as i32);
+            if let Ok(current) = rustix::thread::sched_getaffinity(node_pid) {
+                let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+                    .rev()
+                    .find(|&c| current.is_set(c));
+                if let Some(cpu) = cpu {
+                    let mut one = rustix::thread::CpuSet::new();
+                    one.set(cpu);
+                    let burner = rustix::process::Pid::from_raw(child.id() as i32);
+                    let pinned = rustix::thread::sched_setaffinity(burner, &one).is_ok();
+                    let threads = pin_threads(pid, &one);
+                    node_affinity = Some(current);
+                    if pinned {
+                        detail.push_str(&format!(", both on CPU {cpu} ({threads} node threads)"));
+                    }
+                }
+            }
+        }
+        self.noisy = Some(Noisy {
+            child,
+            node: id,
+            node_affinity,
+        });
+        Ok(detail)
+    }
+
+    /// Kills the noisy neighbour (if any) and gives its node back its CPUs. Idempotent.
+    pub fn stop_noisy(&mut self) {
+        let Some(mut noisy) = self.noisy.take() else {
+            return;
+        };
+        let _ = noisy.child.kill();
+        let _ = noisy.child.wait();
+        let index = self.index(noisy.node);
+        if let (Some(pid), Some(set)) = (self.nodes[index].pid(), noisy.node_affinity.as_ref()) {
+            pin_threads(pid, set);
+        }
+    }
+
+    pub fn noisy_running(&self) -> bool {
+        self.noisy.is_some()
+    }
+
     /// Restarts node `id` with a clock offset (or none).
     pub fn restart_with_skew(&mut self, id: u64, skew: Option<ClockSkew>) -> Result<()> {
         self.kill(id)?;
@@ -386,6 +543,7 @@ impl Cluster {
 
     /// Kills every child (SIGCONT first so a paused one can die), idempotent.
     pub fn stop_all(&mut self) {
+        self.stop_noisy();
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {

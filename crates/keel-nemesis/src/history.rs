@@ -83,6 +83,7 @@ impl Recorder {
     }
 
     /// Records an event; its time is taken under the lock so times never go backwards.
+    /// Returns that time (ns since the run's start).
     pub fn record(
         &self,
         process: u64,
@@ -91,7 +92,7 @@ impl Recorder {
         key: Option<&str>,
         value: Value,
         error: Option<String>,
-    ) {
+    ) -> u64 {
         assert!(matches!(kind, "invoke" | "ok" | "fail" | "info"));
         let mut events = self.lock_events();
         let time_ns = self.now_ns();
@@ -104,6 +105,7 @@ impl Recorder {
             time_ns,
             error,
         });
+        time_ns
     }
 
     pub fn fault(&self, phase: &'static str, kind: &str, detail: String) {

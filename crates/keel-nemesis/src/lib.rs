@@ -8,18 +8,23 @@
 //! - [`workload`]: concurrent `keel-client` workers (registers, linearizable readers on every
 //!   node, an append-only set, duplicate session submissions), every operation recorded.
 //! - [`history`]: the recorder; history.jsonl is keel-check's JSON-lines format.
+//! - [`bank`]: the bank workload's transactions and its invariant (the total never changes).
+//! - [`staleness`]: `bounded` / `any` reads checked against their declared staleness.
 //! - [`campaign`]: one run end to end, verdicts, output directory; [`report`]: report.html.
 //!
 //! Architecture invariant: the harness never trusts the servers' own account of safety; every
 //! verdict comes from what clients observed (plus the commit-index-regression counter).
 
+pub mod bank;
 pub mod campaign;
 pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod proxy;
 pub mod report;
+pub mod staleness;
 pub mod workload;
 
 pub use campaign::{parse_duration_ms, run, run_blocking, CampaignConfig, Summary};
 pub use nemesis::FaultKind;
+pub use workload::WorkloadMix;

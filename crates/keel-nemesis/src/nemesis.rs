@@ -49,10 +49,39 @@ pub enum FaultKind {
     Clock,
     /// Restart a node with a slow disk (`--test-fsync-delay-ms`), restored after the hold.
     SlowDisk,
+    /// A CPU-burning process pinned beside one node (the leader half of the time).
+    NoisyNeighbour,
+    /// Every whole peer frame written twice (Raft messages are idempotent).
+    Duplicate,
+    /// Restart a node with its wall clock offset beyond the configured clock uncertainty:
+    /// the run says "clock assumption violated" unless the node flags its clock untrusted.
+    ClockBeyond,
+    /// Restart every node one by one (SIGTERM), waiting for each to catch up.
+    RollingRestart,
 }
 
+/// What the executor needs beyond the cluster, and what it reports back.
+#[derive(Debug, Default)]
+pub struct NemesisEnv {
+    /// The servers' configured clock uncertainty.
+    pub clock_uncertainty_ms: u64,
+    /// Times (ns since the run's start) of kills that hit the leader.
+    pub leader_kills: std::sync::Mutex<Vec<u64>>,
+    /// Clock faults beyond the bound: (node, offset ms, whether the node flagged its clock).
+    pub clock_beyond: std::sync::Mutex<Vec<(u64, i64, bool)>>,
+    /// Nodes restarted by rolling restarts, and how long each took to catch up (ms; None:
+    /// not within the bound).
+    pub rolling: std::sync::Mutex<Vec<(u64, Option<u64>)>>,
+}
+
+/// The server's counter of wall-clock discontinuities (a node that saw one distrusts its clock).
+pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
+/// A restarted node must catch up within this during a rolling restart (else the roll goes on
+/// and the run notes it).
+pub const ROLLING_CATCH_UP_MS_MAX: u64 = 10_000;
+
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -65,6 +94,10 @@ impl FaultKind {
         FaultKind::Transfer,
         FaultKind::Clock,
         FaultKind::SlowDisk,
+        FaultKind::NoisyNeighbour,
+        FaultKind::Duplicate,
+        FaultKind::ClockBeyond,
+        FaultKind::RollingRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +114,10 @@ impl FaultKind {
             FaultKind::Transfer => "transfer",
             FaultKind::Clock => "clock",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::NoisyNeighbour => "noisy-neighbour",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::ClockBeyond => "clock-beyond",
+            FaultKind::RollingRestart => "rolling-restart",
         }
     }
 
@@ -143,6 +180,8 @@ pub fn schedule(
         let quiet_ms = rng.gen_range(500..=2_000);
         let hold_ms = match kind {
             FaultKind::Transfer | FaultKind::Reset => 0,
+            // Nominal: the roll takes as long as the nodes need to catch up.
+            FaultKind::RollingRestart => 3_000,
             // Longer than the election timeout so the pause really deposes a leader.
             FaultKind::Pause => rng.gen_range(2 * election_timeout_ms..=5 * election_timeout_ms),
             _ => rng.gen_range(1_500..=5_000),
@@ -181,7 +220,7 @@ pub async fn run(
     recorder: &Recorder,
     steps: &[Step],
     deadline: tokio::time::Instant,
-    leader_kills: &std::sync::Mutex<Vec<u64>>,
+    env: &NemesisEnv,
 ) -> Result<u64> {
     let mut applied: u64 = 0;
     for step in steps {
@@ -189,11 +228,18 @@ pub async fn run(
             break;
         }
         tokio::time::sleep(Duration::from_millis(step.quiet_ms)).await;
+        if step.kind == FaultKind::RollingRestart {
+            recorder.fault("start", step.kind.name(), "every node in turn".to_string());
+            let detail = rolling_restart(cluster, env, deadline).await?;
+            recorder.fault("end", step.kind.name(), detail);
+            applied += 1;
+            continue;
+        }
         let hold_until = (tokio::time::Instant::now() + Duration::from_millis(step.hold_ms))
             .min(deadline.max(tokio::time::Instant::now()));
         let detail = {
             let mut cluster = cluster.lock().await;
-            start_fault(&mut cluster, step, leader_kills, recorder).await?
+            start_fault(&mut cluster, step, env, recorder).await?
         };
         let Some(detail) = detail else { continue };
         applied += 1;
@@ -210,7 +256,23 @@ pub async fn run(
         }
         if !instant {
             let mut cluster = cluster.lock().await;
-            end_fault(&mut cluster, step)?;
+            if step.kind == FaultKind::ClockBeyond {
+                // Did the skewed node notice (a discontinuity marks its clock untrusted)?
+                let skewed: Vec<(u64, i64)> = cluster
+                    .nodes
+                    .iter()
+                    .filter_map(|n| Some((n.id, n.skew?.offset_ms)))
+                    .filter(|(_, offset)| offset.unsigned_abs() > env.clock_uncertainty_ms)
+                    .collect();
+                for (id, offset) in skewed {
+                    let flagged = cluster
+                        .metric(id, DISCONTINUITIES_METRIC)
+                        .await
+                        .is_some_and(|v| v > 0.0);
+                    lock(&env.clock_beyond).push((id, offset, flagged));
+                }
+            }
+            end_fault(&mut cluster, step, env.clock_uncertainty_ms)?;
             recorder.fault("end", step.kind.name(), detail);
         }
     }
@@ -218,12 +280,68 @@ pub async fn run(
 }
 
 /// Starts one fault; returns its description, or None when it does not apply now.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Restarts every node in turn, leader last; waits for each to catch up (bounded) before the
+/// next. The cluster lock is released while waiting, so the workload and scrapes go on.
+async fn rolling_restart(
+    cluster: &tokio::sync::Mutex<Cluster>,
+    env: &NemesisEnv,
+    deadline: tokio::time::Instant,
+) -> Result<String> {
+    let (mut order, leader) = {
+        let cluster = cluster.lock().await;
+        (cluster.ids(), cluster.leader().await)
+    };
+    if let Some(leader) = leader {
+        order.retain(|&i| i != leader);
+        order.push(leader);
+    }
+    let mut done = Vec::new();
+    for id in order {
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let how = cluster.lock().await.restart_graceful(id).await?;
+        let started = std::time::Instant::now();
+        let mut caught_up_ms = None;
+        let polls_max = ROLLING_CATCH_UP_MS_MAX / 100;
+        for _ in 0..polls_max {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let statuses = cluster.lock().await.statuses().await;
+            let leader_commit = statuses
+                .iter()
+                .filter(|s| s.role == "leader")
+                .max_by_key(|s| s.term)
+                .map(|s| s.commit_index);
+            let mine = statuses.iter().find(|s| s.node_id == id);
+            if let (Some(commit), Some(mine)) = (leader_commit, mine) {
+                if mine.leader.is_some() && mine.applied_index >= commit {
+                    caught_up_ms = Some(started.elapsed().as_millis() as u64);
+                    break;
+                }
+            }
+        }
+        lock(&env.rolling).push((id, caught_up_ms));
+        done.push(format!(
+            "{id} ({how}, {})",
+            caught_up_ms.map_or("not caught up in time".to_string(), |ms| format!(
+                "caught up in {ms} ms"
+            ))
+        ));
+    }
+    Ok(format!("restarted {}", done.join(", ")))
+}
+
 async fn start_fault(
     cluster: &mut Cluster,
     step: &Step,
-    leader_kills: &std::sync::Mutex<Vec<u64>>,
+    env: &NemesisEnv,
     recorder: &Recorder,
 ) -> Result<Option<String>> {
+    let leader_kills = &env.leader_kills;
     let ids = cluster.ids();
     let black_hole = LinkMode::BlackHole;
     let leader = cluster.leader().await;
@@ -331,11 +449,50 @@ async fn start_fault(
             if !cluster.faketime_available() {
                 return Ok(None);
             }
-            let offset_ms = (step.choice % 4_001) as i64 - 2_000;
+            // Within the configured uncertainty: everything must hold.
+            let bound = env.clock_uncertainty_ms as i64;
+            let offset_ms = (step.choice % (2 * bound as u64 + 1)) as i64 - bound;
             let node = pick(&ids, step.choice >> 16);
             cluster.restart_with_skew(node, Some(ClockSkew { offset_ms }))?;
-            format!("node {node} restarted with wall clock {offset_ms:+} ms (libfaketime)")
+            format!("node {node} restarted with wall clock {offset_ms:+} ms (libfaketime, within ±{bound} ms)")
         }
+        FaultKind::ClockBeyond => {
+            if !cluster.faketime_available() {
+                return Ok(None);
+            }
+            let bound = env.clock_uncertainty_ms as i64;
+            let magnitude = bound + 500 + (step.choice % 2_000) as i64;
+            let offset_ms = if (step.choice >> 12) & 1 == 0 {
+                magnitude
+            } else {
+                -magnitude
+            };
+            cluster.restart_with_skew(target, Some(ClockSkew { offset_ms }))?;
+            format!(
+                "node {target}{} restarted with wall clock {offset_ms:+} ms, beyond the ±{bound} ms bound (libfaketime)",
+                if Some(target) == leader { " (leader)" } else { "" }
+            )
+        }
+        FaultKind::NoisyNeighbour => {
+            let running = cluster.nodes.iter().any(|n| n.id == target && n.running());
+            if !running {
+                return Ok(None);
+            }
+            let detail = cluster.start_noisy(target)?;
+            format!(
+                "{detail}{}",
+                if Some(target) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                }
+            )
+        }
+        FaultKind::Duplicate => {
+            cluster.set_all_links(LinkMode::Duplicate);
+            "every peer frame on every link sent twice".to_string()
+        }
+        FaultKind::RollingRestart => unreachable!("run() executes rolling restarts itself"),
         FaultKind::SlowDisk => {
             if !cluster.fsync_delay_supported {
                 return Ok(None);
@@ -355,7 +512,7 @@ async fn start_fault(
     Ok(Some(detail))
 }
 
-fn end_fault(cluster: &mut Cluster, step: &Step) -> Result<()> {
+fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> Result<()> {
     match step.kind {
         FaultKind::Kill => {
             for id in cluster.ids() {
@@ -372,6 +529,23 @@ fn end_fault(cluster: &mut Cluster, step: &Step) -> Result<()> {
         FaultKind::Clock => {
             // The skewed node keeps its offset until the final heal.
         }
+        FaultKind::ClockBeyond => {
+            // Back to a true clock after the hold (the clock-beyond window is in the log).
+            let beyond: Vec<u64> = cluster
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.skew
+                        .is_some_and(|s| s.offset_ms.unsigned_abs() > clock_uncertainty_ms)
+                })
+                .map(|n| n.id)
+                .collect();
+            for id in beyond {
+                cluster.restart_with_skew(id, None)?;
+            }
+        }
+        FaultKind::NoisyNeighbour => cluster.stop_noisy(),
+        FaultKind::RollingRestart => {}
         FaultKind::SlowDisk => {
             let slow: Vec<u64> = cluster
                 .nodes
@@ -408,6 +582,7 @@ async fn flap(cluster: &tokio::sync::Mutex<Cluster>, step: &Step, until: tokio::
 /// reset (skewed nodes restarted without faketime).
 pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
     cluster.heal_network();
+    cluster.stop_noisy();
     for id in cluster.ids() {
         cluster.resume(id)?;
         let skewed = cluster.nodes.iter().any(|n| n.id == id && n.skew.is_some());

@@ -57,6 +57,7 @@ async fn partition_blocks_traffic() {
         election_timeout_ms: 300,
         mutant: None,
         seed: 9,
+        clock_uncertainty_ms: None,
     };
     let mut cluster = Cluster::create(spec).await.expect("cluster");
     cluster.start_all().await.expect("start");

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use keel_nemesis::{parse_duration_ms, run_blocking, CampaignConfig, FaultKind};
+use keel_nemesis::{parse_duration_ms, run_blocking, CampaignConfig, FaultKind, WorkloadMix};
 
 use super::conn::EXIT_USAGE;
 
@@ -20,7 +20,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Fault mix, comma-separated: partition, isolate-leader, asymmetric, bridge, flapping,
-    /// delay, reset, kill, pause, transfer, clock; or `partitions`, `all`, `none`.
+    /// delay, reset, duplicate, kill, pause, transfer, clock, clock-beyond, slow-disk,
+    /// noisy-neighbour, rolling-restart; or `partitions`, `all`, `none`.
     #[arg(long, default_value = "partition,isolate-leader,kill,pause,transfer")]
     pub faults: String,
     /// Fixes the fault schedule and the workload's choices (not the system's timing).
@@ -56,6 +57,18 @@ pub struct Args {
     /// within the recorder's bound of 2M events).
     #[arg(long, default_value_t = 5)]
     pub think_ms: u64,
+    /// Workloads, comma-separated: register (read/write/cas + linearizable readers), set, dup,
+    /// bank (multi-key transfers; the total never changes), stale-reads (bounded/any reads
+    /// checked against their declared staleness); or `all`.
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    /// Accounts of the bank workload (2..=64).
+    #[arg(long, default_value_t = 5)]
+    pub bank_accounts: usize,
+    /// The servers' configured clock uncertainty (written to each node's config): `clock`
+    /// skews stay within it, `clock-beyond` goes past it.
+    #[arg(long, default_value_t = keel_nemesis::cluster::CLOCK_UNCERTAINTY_MS_DEFAULT)]
+    pub clock_uncertainty_ms: u64,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -77,6 +90,24 @@ pub fn run(args: Args) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let workloads = match WorkloadMix::parse(&args.workload) {
+        Ok(mix) => mix,
+        Err(e) => {
+            eprintln!("keel nemesis: --workload: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if !(2..=keel_nemesis::bank::ACCOUNTS_MAX).contains(&args.bank_accounts) {
+        eprintln!(
+            "keel nemesis: --bank-accounts must be 2..={}",
+            keel_nemesis::bank::ACCOUNTS_MAX
+        );
+        return EXIT_USAGE;
+    }
+    if args.clock_uncertainty_ms == 0 || args.clock_uncertainty_ms > 60_000 {
+        eprintln!("keel nemesis: --clock-uncertainty-ms must be 1..=60000");
+        return EXIT_USAGE;
+    }
     if args.register_workers + args.reader_workers > keel_nemesis::workload::WORKERS_MAX
         || args.hot_keys == 0
         || args.hot_keys > 1_000
@@ -114,11 +145,15 @@ pub fn run(args: Args) -> i32 {
     config.reader_workers = args.reader_workers;
     config.hot_keys = args.hot_keys;
     config.think_ms = args.think_ms;
+    config.workloads = workloads;
+    config.bank_accounts = args.bank_accounts;
+    config.clock_uncertainty_ms = args.clock_uncertainty_ms;
     println!(
-        "keel nemesis: {} nodes, {} ms, faults {}, seed {}, output {}",
+        "keel nemesis: {} nodes, {} ms, faults {}, workload {}, seed {}, output {}",
         config.nodes,
         config.time_ms,
         args.faults,
+        args.workload,
         config.seed,
         out.display()
     );
