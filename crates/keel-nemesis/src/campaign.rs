@@ -27,6 +27,10 @@ const CHECK_TIME_LIMIT_MS: u64 = 60_000;
 /// Final-read process ids start here (after every worker's).
 const FINAL_PROCESS_BASE: u64 = 10_000_000;
 const BANK_INIT_ATTEMPTS_MAX: u32 = 50;
+/// Spare node slots for the membership fault (each replacement uses one).
+const MEMBERSHIP_SPARES: usize = 12;
+/// Bank workers (two, so guarded transfers race and some compares fail).
+const BANK_WORKERS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct CampaignConfig {
@@ -173,6 +177,11 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         mutant: config.mutant.clone(),
         seed: config.seed,
         clock_uncertainty_ms: Some(config.clock_uncertainty_ms),
+        spares: if config.faults.contains(&FaultKind::Membership) {
+            MEMBERSHIP_SPARES.min(crate::cluster::SLOTS_MAX - config.nodes)
+        } else {
+            0
+        },
     };
     let mut cluster = Cluster::create(spec).await?;
     let mut notes = Vec::new();
@@ -229,7 +238,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             },
             set_workers: usize::from(mix.set),
             dup_workers: usize::from(mix.dup),
-            bank_workers: usize::from(mix.bank),
+            bank_workers: if mix.bank { BANK_WORKERS } else { 0 },
             bank_accounts: config.bank_accounts,
             stale_reads: mix.stale_reads,
             op_timeout_ms: config.op_timeout_ms,
@@ -632,8 +641,10 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         },
         "clock_assumption_violated": clock_violated,
         "clock_beyond": clock_beyond.iter().map(|(id, offset, flagged)| json!({"node": id, "offset_ms": offset, "flagged": flagged})).collect::<Vec<_>>(),
+        "membership_changes": env.membership.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "rolling_restarts": rolling.iter().map(|(id, ms)| json!({"node": id, "caught_up_ms": ms})).collect::<Vec<_>>(),
         "lease_reads_excluded": lease_reads_excluded,
+        "lease_reads": lease_reads.len(),
         "workloads": {"register": mix.register, "set": mix.set, "dup": mix.dup, "bank": mix.bank,
                       "stale_reads": mix.stale_reads},
         "clock_uncertainty_ms": config.clock_uncertainty_ms,

@@ -25,6 +25,8 @@ use crate::proxy::{LinkMode, LinkProxy};
 
 /// Largest cluster the harness starts.
 pub const NODES_MAX: usize = 7;
+/// Node slots (initial voters plus spares) one cluster holds, at most.
+pub const SLOTS_MAX: usize = 24;
 const HTTP_TIMEOUT_MS: u64 = 1_000;
 /// The servers' `clock_uncertainty_ms` a campaign configures unless told otherwise.
 pub const CLOCK_UNCERTAINTY_MS_DEFAULT: u64 = 100;
@@ -44,6 +46,10 @@ pub struct ClusterSpec {
     pub seed: u64,
     /// Written to each node's `node-N.toml` (`--config`); None: the server's default.
     pub clock_uncertainty_ms: Option<u64>,
+    /// Extra node slots (ids after the initial voters), not started, with their proxies in
+    /// place: the membership fault adds them as learners. A slot is used once (an id removed
+    /// from the configuration never comes back).
+    pub spares: usize,
 }
 
 /// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds; monotonic clock not
@@ -65,6 +71,8 @@ pub struct Node {
     /// `--test-fsync-delay-ms` while a slow-disk fault holds (0: none).
     pub fsync_delay_ms: u64,
     pub starts: u64,
+    /// In the configuration (an initial voter, or a spare added; false once removed).
+    pub member: bool,
 }
 
 impl Node {
@@ -176,8 +184,12 @@ impl Cluster {
         let fsync_delay_supported = serve_supports(&spec.keel_bin, "--test-fsync-delay-ms")?;
         std::fs::create_dir_all(&spec.dir)
             .with_context(|| format!("cannot create {}", spec.dir.display()))?;
-        let ports = free_ports(2 * spec.nodes).context("free ports")?;
-        let nodes: Vec<Node> = (0..spec.nodes)
+        if spec.nodes + spec.spares > SLOTS_MAX {
+            bail!("at most {SLOTS_MAX} nodes and spares together");
+        }
+        let slots = spec.nodes + spec.spares;
+        let ports = free_ports(2 * slots).context("free ports")?;
+        let nodes: Vec<Node> = (0..slots)
             .map(|index| {
                 let id = index as u64 + 1;
                 Node {
@@ -191,6 +203,7 @@ impl Cluster {
                     skew: None,
                     fsync_delay_ms: 0,
                     starts: 0,
+                    member: index < spec.nodes,
                 }
             })
             .collect();
@@ -223,8 +236,30 @@ impl Cluster {
         })
     }
 
+    /// The members (initial voters, spares added, minus nodes removed).
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// A spare slot never started, if any is left.
+    pub fn spare(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| !n.member && n.starts == 0)
+            .map(|n| n.id)
+    }
+
+    pub fn set_member(&mut self, id: u64, member: bool) {
+        let index = self.index(id);
+        self.nodes[index].member = member;
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[self.index(id)]
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -245,8 +280,14 @@ impl Cluster {
         index
     }
 
-    fn map(&self, f: impl Fn(&Node) -> String) -> String {
-        self.nodes
+    /// `id=value` for every slot (`initial_only`: the initial voters).
+    fn map(&self, initial_only: bool, f: impl Fn(&Node) -> String) -> String {
+        let count = if initial_only {
+            self.spec.nodes
+        } else {
+            self.nodes.len()
+        };
+        self.nodes[..count]
             .iter()
             .map(|n| format!("{}={}", n.id, f(n)))
             .collect::<Vec<_>>()
@@ -266,7 +307,7 @@ impl Cluster {
         if self.nodes[index].running() {
             return Ok(());
         }
-        let peer_clients = self.map(|n| n.client_addr.clone());
+        let peer_clients = self.map(false, |n| n.client_addr.clone());
         let (peers, routes) = if self.peer_routes_supported {
             let routes = self
                 .nodes
@@ -275,9 +316,11 @@ impl Cluster {
                 .map(|n| format!("{}={}", n.id, self.links[&(id, n.id)].listen_addr))
                 .collect::<Vec<_>>()
                 .join(",");
-            (self.map(|n| n.peer_addr.clone()), Some(routes))
+            // `--peers` is always the initial configuration (a spare starts outside it and
+            // joins as a learner; a restarted node replays its configuration changes).
+            (self.map(true, |n| n.peer_addr.clone()), Some(routes))
         } else {
-            let peers = self.map(|n| {
+            let peers = self.map(true, |n| {
                 if n.id == id {
                     n.peer_addr.clone()
                 } else {

@@ -58,6 +58,9 @@ pub enum FaultKind {
     ClockBeyond,
     /// Restart every node one by one (SIGTERM), waiting for each to catch up.
     RollingRestart,
+    /// Replace a voter under load: start a spare, add it as a learner, wait for it to catch
+    /// up, promote it, remove another voter (never the leader) and stop that node.
+    Membership,
 }
 
 /// What the executor needs beyond the cluster, and what it reports back.
@@ -72,6 +75,8 @@ pub struct NemesisEnv {
     /// Nodes restarted by rolling restarts, and how long each took to catch up (ms; None:
     /// not within the bound).
     pub rolling: std::sync::Mutex<Vec<(u64, Option<u64>)>>,
+    /// Membership changes: one line each (what was done, or where it stopped).
+    pub membership: std::sync::Mutex<Vec<String>>,
 }
 
 /// The server's counter of wall-clock discontinuities (a node that saw one distrusts its clock).
@@ -81,7 +86,7 @@ pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
 pub const ROLLING_CATCH_UP_MS_MAX: u64 = 10_000;
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -98,6 +103,7 @@ impl FaultKind {
         FaultKind::Duplicate,
         FaultKind::ClockBeyond,
         FaultKind::RollingRestart,
+        FaultKind::Membership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -118,6 +124,7 @@ impl FaultKind {
             FaultKind::Duplicate => "duplicate",
             FaultKind::ClockBeyond => "clock-beyond",
             FaultKind::RollingRestart => "rolling-restart",
+            FaultKind::Membership => "membership",
         }
     }
 
@@ -181,7 +188,7 @@ pub fn schedule(
         let hold_ms = match kind {
             FaultKind::Transfer | FaultKind::Reset => 0,
             // Nominal: the roll takes as long as the nodes need to catch up.
-            FaultKind::RollingRestart => 3_000,
+            FaultKind::RollingRestart | FaultKind::Membership => 3_000,
             // Longer than the election timeout so the pause really deposes a leader.
             FaultKind::Pause => rng.gen_range(2 * election_timeout_ms..=5 * election_timeout_ms),
             _ => rng.gen_range(1_500..=5_000),
@@ -235,6 +242,15 @@ pub async fn run(
             applied += 1;
             continue;
         }
+        if step.kind == FaultKind::Membership {
+            let detail = membership_change(cluster, step, deadline).await?;
+            if let Some(detail) = detail {
+                recorder.fault("instant", step.kind.name(), detail.clone());
+                lock(&env.membership).push(detail);
+                applied += 1;
+            }
+            continue;
+        }
         let hold_until = (tokio::time::Instant::now() + Duration::from_millis(step.hold_ms))
             .min(deadline.max(tokio::time::Instant::now()));
         let detail = {
@@ -261,6 +277,7 @@ pub async fn run(
                 let skewed: Vec<(u64, i64)> = cluster
                     .nodes
                     .iter()
+                    .filter(|n| n.member)
                     .filter_map(|n| Some((n.id, n.skew?.offset_ms)))
                     .filter(|(_, offset)| offset.unsigned_abs() > env.clock_uncertainty_ms)
                     .collect();
@@ -333,6 +350,135 @@ async fn rolling_restart(
         ));
     }
     Ok(format!("restarted {}", done.join(", ")))
+}
+
+/// Waits (bounded) until node `id` answers, knows a leader and has applied the leader's commit
+/// index. Returns the time it took.
+async fn wait_caught_up(
+    cluster: &tokio::sync::Mutex<Cluster>,
+    id: u64,
+    bound_ms: u64,
+) -> Option<u64> {
+    let started = std::time::Instant::now();
+    let polls_max = bound_ms / 100;
+    for _ in 0..polls_max {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let statuses = cluster.lock().await.statuses().await;
+        let leader_commit = statuses
+            .iter()
+            .filter(|s| s.role == "leader")
+            .max_by_key(|s| s.term)
+            .map(|s| s.commit_index);
+        let mine = statuses.iter().find(|s| s.node_id == id);
+        if let (Some(commit), Some(mine)) = (leader_commit, mine) {
+            if mine.leader.is_some() && mine.applied_index >= commit {
+                return Some(started.elapsed().as_millis() as u64);
+            }
+        }
+    }
+    None
+}
+
+/// Replaces a voter: spare started, added as learner, caught up, promoted; then another voter
+/// (not the leader) removed and stopped. None when it does not apply (no leader, no spare
+/// left, or an older server without `--peer-routes`). Every step's outcome is in the detail.
+async fn membership_change(
+    cluster: &tokio::sync::Mutex<Cluster>,
+    step: &Step,
+    deadline: tokio::time::Instant,
+) -> Result<Option<String>> {
+    let (spare, leader, admin, peer_addr, client_addr) = {
+        let mut guard = cluster.lock().await;
+        if !guard.peer_routes_supported {
+            return Ok(None);
+        }
+        let Some(spare) = guard.spare() else {
+            return Ok(None);
+        };
+        let Some(leader) = guard.leader().await else {
+            return Ok(None);
+        };
+        let endpoints: Vec<String> = guard
+            .ids()
+            .iter()
+            .map(|&id| guard.node(id).client_addr.clone())
+            .collect();
+        let admin = crate::workload::client(&endpoints, 5_000, step.choice)
+            .map_err(|e| anyhow::anyhow!("client: {e}"))?;
+        let node = guard.node(spare);
+        let (peer_addr, client_addr) = (node.peer_addr.clone(), node.client_addr.clone());
+        guard.start(spare)?;
+        (spare, leader, admin, peer_addr, client_addr)
+    };
+    let mut detail = format!("node {spare} started");
+    if let Err(e) = admin.add_learner(spare, &peer_addr, &client_addr).await {
+        detail.push_str(&format!(
+            ", add learner failed ({}): node stopped",
+            e.code()
+        ));
+        cluster.lock().await.kill(spare)?;
+        return Ok(Some(detail));
+    }
+    cluster.lock().await.set_member(spare, true);
+    detail.push_str(", added as learner");
+    let bound_ms = ROLLING_CATCH_UP_MS_MAX.min(
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_millis() as u64
+            + 2_000,
+    );
+    match wait_caught_up(cluster, spare, bound_ms).await {
+        Some(ms) => detail.push_str(&format!(", caught up in {ms} ms")),
+        None => {
+            detail.push_str(", did not catch up in time: stays a learner");
+            return Ok(Some(detail));
+        }
+    }
+    // A learner that just caught up may still be refused promotion for a moment: retry.
+    let attempts_max = 5;
+    let mut promoted = Err(String::new());
+    for _ in 0..attempts_max {
+        promoted = admin.promote(spare).await.map_err(|e| e.code());
+        if promoted.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if let Err(code) = promoted {
+        detail.push_str(&format!(", promote failed ({code}): stays a learner"));
+        return Ok(Some(detail));
+    }
+    detail.push_str(", promoted");
+    // Remove a voter other than the leader and the new one.
+    let victims: Vec<u64> = cluster
+        .lock()
+        .await
+        .ids()
+        .into_iter()
+        .filter(|&i| i != leader && i != spare)
+        .collect();
+    if victims.is_empty() {
+        return Ok(Some(detail));
+    }
+    let victim = pick(&victims, step.choice >> 8);
+    let mut removed = Err(String::new());
+    for _ in 0..attempts_max {
+        removed = admin.remove_member(victim).await.map_err(|e| e.code());
+        if removed.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    match removed {
+        Ok(_) => {
+            let mut guard = cluster.lock().await;
+            guard.kill(victim)?;
+            guard.set_member(victim, false);
+            detail.push_str(&format!(", node {victim} removed and stopped"));
+        }
+        Err(code) => detail.push_str(&format!(", removing node {victim} failed ({code})")),
+    }
+    Ok(Some(detail))
 }
 
 async fn start_fault(
@@ -492,7 +638,9 @@ async fn start_fault(
             cluster.set_all_links(LinkMode::Duplicate);
             "every peer frame on every link sent twice".to_string()
         }
-        FaultKind::RollingRestart => unreachable!("run() executes rolling restarts itself"),
+        FaultKind::RollingRestart | FaultKind::Membership => {
+            unreachable!("run() executes rolling restarts and membership changes itself")
+        }
         FaultKind::SlowDisk => {
             if !cluster.fsync_delay_supported {
                 return Ok(None);
@@ -535,8 +683,9 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
                 .nodes
                 .iter()
                 .filter(|n| {
-                    n.skew
-                        .is_some_and(|s| s.offset_ms.unsigned_abs() > clock_uncertainty_ms)
+                    n.member
+                        && n.skew
+                            .is_some_and(|s| s.offset_ms.unsigned_abs() > clock_uncertainty_ms)
                 })
                 .map(|n| n.id)
                 .collect();
@@ -545,12 +694,12 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
             }
         }
         FaultKind::NoisyNeighbour => cluster.stop_noisy(),
-        FaultKind::RollingRestart => {}
+        FaultKind::RollingRestart | FaultKind::Membership => {}
         FaultKind::SlowDisk => {
             let slow: Vec<u64> = cluster
                 .nodes
                 .iter()
-                .filter(|n| n.fsync_delay_ms > 0)
+                .filter(|n| n.member && n.fsync_delay_ms > 0)
                 .map(|n| n.id)
                 .collect();
             for id in slow {

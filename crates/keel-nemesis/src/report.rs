@@ -331,6 +331,42 @@ fn checks_table(out: &mut String, json: &serde_json::Value) {
             ),
         ),
         (
+            "bank: every full read sums to the total",
+            format!(
+                "{} reads checked, {} violations · {} transfers ok, {} refused by their guard · total {} · final {}",
+                get(&["bank", "reads_checked"]),
+                get(&["bank", "violations"]),
+                get(&["bank", "transfers_ok"]),
+                get(&["bank", "transfers_failed"]),
+                get(&["bank", "total"]),
+                get(&["bank", "final_balances"])
+            ),
+        ),
+        (
+            "bounded / any reads within their declared staleness",
+            format!(
+                "{} bounded, {} any checked · {} violations · {} bounds not checked (clock)",
+                get(&["staleness", "bounded_checked"]),
+                get(&["staleness", "any_checked"]),
+                get(&["staleness", "violations"]),
+                get(&["staleness", "bound_unchecked"])
+            ),
+        ),
+        (
+            "clock assumption (skew within clock_uncertainty_ms)",
+            format!(
+                "{} · ±{} ms configured · {} of {} lease-served reads left out of linearizability",
+                if json["clock_assumption_violated"] == serde_json::Value::Bool(true) {
+                    "clock assumption violated"
+                } else {
+                    "held"
+                },
+                get(&["clock_uncertainty_ms"]),
+                get(&["lease_reads_excluded"]),
+                get(&["lease_reads"])
+            ),
+        ),
+        (
             "commit index never regressed (metric)",
             get(&["regressions_seen_during_run"]),
         ),

@@ -58,6 +58,7 @@ async fn partition_blocks_traffic() {
         mutant: None,
         seed: 9,
         clock_uncertainty_ms: None,
+        spares: 0,
     };
     let mut cluster = Cluster::create(spec).await.expect("cluster");
     cluster.start_all().await.expect("start");
