@@ -130,7 +130,7 @@ pub fn transfer_txn(from: (usize, &Account), to: (usize, &Account), amount: i64)
 
 /// The txn body that creates every account with `BALANCE_INITIAL` if none exists yet.
 pub fn init_txn(accounts: usize) -> Value {
-    assert!(accounts >= 2 && accounts <= ACCOUNTS_MAX);
+    assert!((2..=ACCOUNTS_MAX).contains(&accounts));
     let puts: Vec<Value> = (0..accounts)
         .map(|i| json!({"put": {"key": account_key(i), "value": BALANCE_INITIAL.to_string()}}))
         .collect();

@@ -436,23 +436,24 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     // Bank: every full read during the run summed to the total, and a final linearizable
     // read does too.
     let bank_json = if mix.bank {
-        let outcomes = workload.outcomes.lock().unwrap_or_else(|p| p.into_inner());
-        for violation in &outcomes.bank_violations {
-            problems.push(format!("bank: {violation}"));
-        }
-        if outcomes.bank_violations_total > outcomes.bank_violations.len() as u64 {
-            problems.push(format!(
-                "bank: {} more violations",
-                outcomes.bank_violations_total - outcomes.bank_violations.len() as u64
-            ));
-        }
-        let (reads, transfers_ok, transfers_failed, violations) = (
-            outcomes.bank_reads_checked,
-            outcomes.bank_transfers_ok,
-            outcomes.bank_transfers_failed,
-            outcomes.bank_violations_total,
-        );
-        drop(outcomes);
+        let (reads, transfers_ok, transfers_failed, violations) = {
+            let outcomes = workload.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+            for violation in &outcomes.bank_violations {
+                problems.push(format!("bank: {violation}"));
+            }
+            if outcomes.bank_violations_total > outcomes.bank_violations.len() as u64 {
+                problems.push(format!(
+                    "bank: {} more violations",
+                    outcomes.bank_violations_total - outcomes.bank_violations.len() as u64
+                ));
+            }
+            (
+                outcomes.bank_reads_checked,
+                outcomes.bank_transfers_ok,
+                outcomes.bank_transfers_failed,
+                outcomes.bank_violations_total,
+            )
+        };
         let final_read =
             bank::read_range(&reader, config.bank_accounts, ReadLevel::Linearizable).await;
         let final_balances = match final_read {
