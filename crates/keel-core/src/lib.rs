@@ -35,6 +35,7 @@ mod node;
 mod progress;
 mod quorum;
 mod read;
+pub mod rename;
 mod repair;
 mod replication;
 mod rng;

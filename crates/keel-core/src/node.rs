@@ -531,9 +531,23 @@ impl Node {
     /// vote, leader, log (index, term, content), commit, membership, durable state, progress.
     /// Time-derived deadlines are left out (the model checker fires timers as actions).
     pub fn fingerprint(&self) -> u64 {
+        self.fingerprint_renamed(&crate::rename::identity)
+    }
+
+    /// `fingerprint` with every node id passed through `r` (a permutation): equal for two
+    /// nodes whose states differ only by that renaming (symmetry reduction, rename.rs).
+    pub fn fingerprint_renamed(&self, r: crate::rename::Rename) -> u64 {
+        use crate::rename::{hash_entries, hash_membership};
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
-        (self.id, self.role, self.term, self.vote, self.leader).hash(&mut h);
+        (
+            r(self.id),
+            self.role,
+            self.term,
+            self.vote.map(r),
+            self.leader.map(r),
+        )
+            .hash(&mut h);
         (
             self.log.snapshot_index,
             self.log.snapshot_term,
@@ -541,33 +555,47 @@ impl Node {
             self.log.handed,
         )
             .hash(&mut h);
-        self.log.entries().hash(&mut h);
-        self.config_entries.hash(&mut h);
-        self.base_membership.hash(&mut h);
+        hash_entries(self.log.entries(), r, &mut h);
+        for (index, m) in &self.config_entries {
+            index.hash(&mut h);
+            hash_membership(m, r, &mut h);
+        }
+        self.base_membership.0.hash(&mut h);
+        hash_membership(&self.base_membership.1, r, &mut h);
+        let hs = &self.durable_hard_state;
         (
-            self.durable_hard_state,
+            hs.term,
+            hs.vote.map(r),
+            hs.commit,
             self.durable_last_index,
             self.write_seq,
             self.durable_seq,
         )
             .hash(&mut h);
-        self.votes.hash(&mut h);
-        for (id, p) in &self.progress {
-            (
-                id,
-                p.match_index,
-                p.next_index,
-                p.state as u8,
-                p.probe_sent,
-                p.acked_round,
-                p.repairing,
-            )
-                .hash(&mut h);
-        }
+        let votes: BTreeMap<NodeId, bool> = self.votes.iter().map(|(id, v)| (r(*id), *v)).collect();
+        assert_eq!(votes.len(), self.votes.len(), "a renaming is a permutation");
+        votes.hash(&mut h);
+        let mut progress: Vec<_> = self
+            .progress
+            .iter()
+            .map(|(id, p)| {
+                (
+                    r(*id),
+                    p.match_index,
+                    p.next_index,
+                    p.state as u8,
+                    p.probe_sent,
+                    p.acked_round,
+                    p.repairing,
+                )
+            })
+            .collect();
+        progress.sort_unstable();
+        progress.hash(&mut h);
         (
             self.read_round,
             self.pending_reads.len(),
-            self.transfer.as_ref().map(|t| t.target),
+            self.transfer.as_ref().map(|t| r(t.target)),
         )
             .hash(&mut h);
         if let Some(repair) = &self.repair {

@@ -31,6 +31,8 @@ pub enum Action {
     Snapshot(NodeId),
     /// Set a node's wall-clock error (ms, within the configured uncertainty).
     Clock(NodeId, i64),
+    /// Set a node's monotonic-clock rate error (ppm, within the configured drift bound).
+    Drift(NodeId, i64),
 }
 
 pub fn short_message(m: &Message) -> String {
@@ -118,6 +120,7 @@ impl fmt::Display for Action {
             Action::Transfer(n, t) => write!(f, "transfer-leader {n} {t}"),
             Action::Snapshot(n) => write!(f, "snapshot {n}"),
             Action::Clock(n, offset) => write!(f, "clock {n} {offset:+}"),
+            Action::Drift(n, ppm) => write!(f, "drift {n} {ppm:+}"),
         }
     }
 }
@@ -169,6 +172,14 @@ pub fn enabled(s: &State, b: &Bounds) -> Vec<Action> {
             for offset in [-u, u] {
                 if h.wall_offset_ms != offset {
                     out.push(Action::Clock(id, offset));
+                }
+            }
+        }
+        if s.budget.clock_drifts > 0 {
+            let rho = b.drift_ppm.unwrap_or(h.node.config().clock_drift_ppm_max) as i64;
+            for rate in [-rho, rho] {
+                if h.mono.rate_ppm != rate {
+                    out.push(Action::Drift(id, rate));
                 }
             }
         }
@@ -239,6 +250,7 @@ pub fn credit(s: &mut State, a: &Action) {
         Action::Transfer(..) => budget.transfers += 1,
         Action::Snapshot(_) => budget.snapshots += 1,
         Action::Clock(..) => budget.clock_skews += 1,
+        Action::Drift(..) => budget.clock_drifts += 1,
     }
 }
 
@@ -359,6 +371,11 @@ pub fn apply(s: &mut State, a: &Action, b: &Bounds) -> Result<(), Broken> {
         Action::Clock(id, offset) => {
             s.budget.clock_skews -= 1;
             s.host_mut(*id).wall_offset_ms = *offset;
+        }
+        Action::Drift(id, rate_ppm) => {
+            s.budget.clock_drifts -= 1;
+            let now = s.now_ms;
+            s.host_mut(*id).mono.set_rate(now, *rate_ppm);
         }
     }
     Ok(())

@@ -7,7 +7,7 @@
 use crate::action::{apply, credit, enabled, Action, Broken};
 use crate::check::check_state;
 use crate::script::parse_action;
-use crate::state::{boot, bootstrap_disk, time_at, Budget, Host, State};
+use crate::state::{boot, bootstrap_disk, time_at, Budget, Host, MonoClock, State};
 use crate::Bounds;
 use keel_core::Membership;
 use std::cell::Cell;
@@ -83,6 +83,7 @@ pub fn initial_state(b: &Bounds) -> Result<State, String> {
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             wall_offset_ms: 0,
+            mono: MonoClock::default(),
         });
     }
     Ok(State {
@@ -100,6 +101,7 @@ pub fn initial_state(b: &Bounds) -> Result<State, String> {
             duplicates: b.duplicates,
             ticks: b.ticks,
             clock_skews: b.clock_skews,
+            clock_drifts: b.clock_drifts,
         },
         next_read_id: 0,
         next_value: 0,
@@ -171,7 +173,7 @@ pub fn explore(b: &Bounds, progress: &mut dyn FnMut(&Stats)) -> Result<(Outcome,
         return Ok(dfs(b, &init, root, &script_path, stats, start, progress));
     }
     let mut visited: HashSet<u64> = HashSet::new();
-    visited.insert(root.fingerprint());
+    visited.insert(root.fingerprint(b.symmetry));
     // Parent links: (parent record, action). Record 0 is the initial state.
     let mut records: Vec<(u32, Option<Action>)> = vec![(0, None)];
     let mut layer: Vec<(State, u32)> = vec![(root, 0)];
@@ -202,7 +204,7 @@ pub fn explore(b: &Bounds, progress: &mut dyn FnMut(&Stats)) -> Result<(Outcome,
                         stats,
                     ));
                 }
-                if !visited.insert(next.fingerprint()) {
+                if !visited.insert(next.fingerprint(b.symmetry)) {
                     continue;
                 }
                 stats.states_unique += 1;
@@ -259,7 +261,7 @@ fn dfs(
     progress: &mut dyn FnMut(&Stats),
 ) -> (Outcome, Stats) {
     let mut shallowest: HashMap<u64, u16> = HashMap::new();
-    shallowest.insert(root.fingerprint(), 0);
+    shallowest.insert(root.fingerprint(b.symmetry), 0);
     stats.states_unique = 1;
     let actions = if b.depth_max > 0 && within_bounds(&root, b) {
         enabled(&root, b)
@@ -300,7 +302,7 @@ fn dfs(
             };
             return (outcome, stats);
         }
-        let key = next.fingerprint();
+        let key = next.fingerprint(b.symmetry);
         let depth_u16 = depth.min(u16::MAX as usize) as u16;
         match shallowest.get_mut(&key) {
             Some(d) if *d <= depth_u16 => continue,

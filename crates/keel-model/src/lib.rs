@@ -10,9 +10,12 @@
 //! a violation's path is printed as a script that replays, and can be written as a keel-core
 //! scenario test (`replay.rs`).
 //!
-//! No symmetry reduction: node ids appear in votes, messages, leaders and configurations, and
-//! the election timer jitter is seeded per id, so permuting ids does not map states to
-//! equivalent states. The fingerprint leaves out only the nodes' time-derived deadlines.
+//! The fingerprint leaves out only the nodes' time-derived deadlines: a timer fires as an
+//! action whose time step is long enough for it to have expired whatever its jitter. Optional
+//! symmetry reduction (`symmetry`) keys states by the smallest fingerprint over every renaming
+//! of node ids (keel_core::rename): with deadlines abstracted, the only thing that tells node ids
+//! apart is the per-id seed of the election jitter, which then no longer changes what happens.
+//! It is off with membership changes (the model's spare node plays a fixed part).
 
 mod action;
 mod check;
@@ -58,6 +61,16 @@ pub struct Bounds {
     pub ticks: u32,
     /// Wall-clock error changes (`clock`, to either end of the uncertainty) per path.
     pub clock_skews: u32,
+    /// Monotonic-clock rate changes (`drift`, to either end of the configured drift bound)
+    /// per path.
+    pub clock_drifts: u32,
+    /// The rate error a `drift` action applies, ppm; None: the nodes' configured bound
+    /// (`clock_drift_ppm_max`). A larger value explores clocks that break the assumption, so
+    /// lease reads may then be stale (the model must find that: its teeth for drift).
+    pub drift_ppm: Option<u64>,
+    /// Symmetry reduction: states equal up to a renaming of node ids are one state. Not with
+    /// membership changes (the spare node is not interchangeable with the voters).
+    pub symmetry: bool,
     /// Disks complete every write at once (no `persist` action). Forced off when crashes > 0.
     pub sync_disk: bool,
     pub depth_max: usize,
@@ -99,6 +112,9 @@ impl Default for Bounds {
             duplicates: 0,
             ticks: 3,
             clock_skews: 0,
+            clock_drifts: 0,
+            drift_ppm: None,
+            symmetry: false,
             sync_disk: true,
             depth_max: 10,
             dfs: true,
@@ -209,6 +225,9 @@ impl Bounds {
         }
         if self.conf_changes > 2 {
             return Err("--conf-changes must be at most 2".into());
+        }
+        if self.symmetry && self.conf_changes > 0 {
+            return Err("--symmetry cannot be used with --conf-changes (the spare node is not interchangeable)".into());
         }
         if self.messages == 0 || self.messages > 64 {
             return Err("--messages must be 1..=64".into());

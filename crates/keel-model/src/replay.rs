@@ -11,8 +11,9 @@
 //! - `tick N` advances time by the quantum the model used (it depends on the node's role, so
 //!   the trace is replayed over the model while it is written);
 //! - `crash-restart` becomes `crash` + `restart`, `persist` persists one write (`count=1`),
-//!   `clock N ±U` a relative `set-clock`, reads get the model's read ids, snapshots the model's
-//!   application bytes (`data=applied-index`).
+//!   `clock N ±U` a relative `set-clock`, `drift N ±R` a `set-clock` of the monotonic rate,
+//!   reads get the model's read ids, snapshots the model's application bytes
+//!   (`data=applied-index`).
 
 use crate::action::{apply, credit, tick_quantum_ms, Action};
 use crate::explore::initial_state;
@@ -171,5 +172,6 @@ fn commands(s: &crate::state::State, a: &Action, b: &Bounds) -> Vec<String> {
             let delta = offset - s.host(*n).wall_offset_ms;
             vec![format!("set-clock {n} wall={delta:+}")]
         }
+        Action::Drift(n, rate_ppm) => vec![format!("set-clock {n} rate-ppm={rate_ppm:+}")],
     }
 }

@@ -178,6 +178,20 @@ pub fn parse_action(line: &str, s: &State) -> Result<Action, String> {
             }
             Ok(Action::Clock(id, offset))
         }
+        "drift" => {
+            let id = node_arg(words.next(), s, line)?;
+            let rate: i64 = words
+                .next()
+                .and_then(|w| w.strip_prefix('+').unwrap_or(w).parse().ok())
+                .ok_or_else(|| format!("{line:?}: expected a rate in ppm"))?;
+            // A replay may drift beyond the configured bound (--drift-ppm explores that).
+            if rate.abs() >= 1_000_000 {
+                return Err(format!(
+                    "{line:?}: a monotonic clock cannot stop or run backwards"
+                ));
+            }
+            Ok(Action::Drift(id, rate))
+        }
         "conf-change" => {
             // The model proposes one change per state; the printed change is informative.
             let id = node_arg(words.next(), s, line)?;

@@ -4,9 +4,10 @@
 //! entries, acknowledged writes).
 
 use keel_core::invariants::entry_hash;
+use keel_core::rename::Rename;
 use keel_core::{
-    Body, Config, Entry, HardState, Index, Membership, Message, Node, NodeId, Restored, Snapshot,
-    Term, Time, Write,
+    Config, Entry, HardState, Index, Membership, Message, Node, NodeId, Restored, Snapshot, Term,
+    Time, Write,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -76,8 +77,9 @@ impl Durable {
         }
     }
 
-    fn hash_into(&self, h: &mut impl Hasher) {
-        self.hard_state.hash(h);
+    fn hash_into(&self, r: Rename, h: &mut impl Hasher) {
+        let hs = &self.hard_state;
+        (hs.term, hs.vote.map(r), hs.commit).hash(h);
         self.snapshot
             .as_ref()
             .map(|s| (s.meta.index, s.meta.term))
@@ -102,6 +104,46 @@ pub struct Host {
     /// This node's wall-clock error: its reading is true time plus this, within the configured
     /// uncertainty (`clock` actions move it between its two extremes).
     pub wall_offset_ms: i64,
+    /// This node's monotonic clock (`drift` actions change its rate within the configured
+    /// drift bound).
+    pub mono: MonoClock,
+}
+
+/// A monotonic clock that runs at `1 + rate_ppm / 10^6` times true time since `base_true_ms`,
+/// where it read `at_base_ms`. Never goes back (|rate| is far below 10^6 ppm).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MonoClock {
+    pub base_true_ms: u64,
+    pub at_base_ms: u64,
+    pub rate_ppm: i64,
+}
+
+impl MonoClock {
+    pub fn read(&self, now_ms: u64) -> u64 {
+        assert!(now_ms >= self.base_true_ms, "true time never goes back");
+        assert!(
+            self.rate_ppm.abs() < 1_000_000,
+            "a clock that runs backwards"
+        );
+        let elapsed = (now_ms - self.base_true_ms) as i128;
+        let scaled = elapsed * (1_000_000 + self.rate_ppm as i128) / 1_000_000;
+        self.at_base_ms + scaled as u64
+    }
+
+    /// From true time `now_ms` on, run at `rate_ppm`.
+    pub fn set_rate(&mut self, now_ms: u64, rate_ppm: i64) {
+        let reading = self.read(now_ms);
+        *self = MonoClock {
+            base_true_ms: now_ms,
+            at_base_ms: reading,
+            rate_ppm,
+        };
+        assert_eq!(
+            self.read(now_ms),
+            reading,
+            "a rate change does not jump the clock"
+        );
+    }
 }
 
 /// Remaining budgets of the bounded actions.
@@ -117,6 +159,7 @@ pub struct Budget {
     pub duplicates: u32,
     pub ticks: u32,
     pub clock_skews: u32,
+    pub clock_drifts: u32,
 }
 
 #[derive(Clone)]
@@ -149,75 +192,59 @@ pub fn time_at(now_ms: u64, offset_ms: i64) -> Time {
     }
 }
 
-pub fn hash_message(m: &Message, h: &mut impl Hasher) {
-    (m.from, m.to, m.term).hash(h);
-    match &m.body {
-        Body::PreVote {
-            last_index,
-            last_term,
-        } => (0u8, last_index, last_term).hash(h),
-        Body::PreVoteResponse { granted } => (1u8, granted).hash(h),
-        Body::Vote {
-            last_index,
-            last_term,
-            transfer,
-        } => (2u8, last_index, last_term, transfer).hash(h),
-        Body::VoteResponse { granted } => (3u8, granted).hash(h),
-        Body::Append {
-            prev_index,
-            prev_term,
-            entries,
-            commit,
-        } => (4u8, prev_index, prev_term, entries, commit).hash(h),
-        Body::AppendResponse {
-            index,
-            reject,
-            repairing,
-        } => (5u8, index, reject.map(|r| (r.index, r.term)), repairing).hash(h),
-        Body::Heartbeat { commit, round } => (6u8, commit, round).hash(h),
-        Body::HeartbeatResponse {
-            round,
-            last_index,
-            repairing,
-        } => (7u8, round, last_index, repairing).hash(h),
-        Body::InstallSnapshot {
-            meta,
-            offset,
-            total_bytes,
-            checksum,
-            chunk,
-            done,
-        } => (8u8, meta, offset, total_bytes, checksum, chunk, done).hash(h),
-        Body::InstallSnapshotResponse {
-            offset,
-            index,
-            done,
-            rejected,
-        } => (9u8, offset, index, done, rejected).hash(h),
-        Body::TimeoutNow => 10u8.hash(h),
-    }
-}
-
 pub fn message_key(m: &Message) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
-    hash_message(m, &mut h);
+    keel_core::rename::hash_message(m, &keel_core::rename::identity, &mut h);
     h.finish()
 }
 
 impl State {
     /// The visited-set key. Leaves out nothing that can change a later outcome except the
     /// time-derived deadlines inside the nodes (see `Node::fingerprint`); the global clock is in.
-    pub fn fingerprint(&self) -> u64 {
+    /// With `symmetric`, the smallest key over every renaming of the node ids (symmetry
+    /// reduction; see lib.rs for what that assumes).
+    pub fn fingerprint(&self, symmetric: bool) -> u64 {
+        if !symmetric {
+            return self.fingerprint_renamed(&keel_core::rename::identity, true);
+        }
+        let n = self.hosts.len() as NodeId;
+        let mut best = u64::MAX;
+        for perm in permutations(n) {
+            let r = |id: NodeId| perm[(id - 1) as usize];
+            best = best.min(self.fingerprint_renamed(&r, false));
+        }
+        best
+    }
+
+    /// The key with every node id renamed by `r`. `content`: include the content hashes of the
+    /// committed history (they cannot be renamed; under symmetry the nodes' logs, which are
+    /// renamed, still tell the contents apart).
+    fn fingerprint_renamed(&self, r: Rename, content: bool) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
-        for host in &self.hosts {
-            host.node.fingerprint().hash(&mut h);
-            host.disk.hash_into(&mut h);
+        let mut order: Vec<(NodeId, &Host)> = self
+            .hosts
+            .iter()
+            .map(|host| (r(host.node.id()), host))
+            .collect();
+        order.sort_unstable_by_key(|(id, _)| *id);
+        for (id, host) in order {
+            id.hash(&mut h);
+            host.node.fingerprint_renamed(r).hash(&mut h);
+            host.disk.hash_into(r, &mut h);
             host.pending.len().hash(&mut h);
             host.proposals.hash(&mut h);
             host.reads.hash(&mut h);
-            host.wall_offset_ms.hash(&mut h);
+            (host.wall_offset_ms, host.mono).hash(&mut h);
         }
-        let mut keys: Vec<u64> = self.net.iter().map(message_key).collect();
+        let mut keys: Vec<u64> = self
+            .net
+            .iter()
+            .map(|m| {
+                let mut mh = std::hash::DefaultHasher::new();
+                keel_core::rename::hash_message(m, r, &mut mh);
+                mh.finish()
+            })
+            .collect();
         keys.sort_unstable();
         keys.hash(&mut h);
         (
@@ -229,14 +256,25 @@ impl State {
             self.reached,
         )
             .hash(&mut h);
-        self.leaders.hash(&mut h);
-        self.committed.hash(&mut h);
+        for (term, leader) in &self.leaders {
+            (term, r(*leader)).hash(&mut h);
+        }
+        for (index, (term, hash, committed_in)) in &self.committed {
+            (index, term, committed_in).hash(&mut h);
+            if content {
+                hash.hash(&mut h);
+            }
+        }
         h.finish()
     }
 
     /// What node `id`'s clocks read now.
     pub fn time_of(&self, id: NodeId) -> Time {
-        time_at(self.now_ms, self.host(id).wall_offset_ms)
+        let h = self.host(id);
+        Time {
+            mono_ms: h.mono.read(self.now_ms),
+            ..time_at(self.now_ms, h.wall_offset_ms)
+        }
     }
 
     pub fn host(&self, id: NodeId) -> &Host {
@@ -280,4 +318,58 @@ pub fn app_bytes(applied: Index) -> Vec<u8> {
 
 pub fn entry_key(e: &Entry) -> u64 {
     entry_hash(e)
+}
+
+/// Every permutation of the ids 1..=n, as the new id of each old id (index = old id - 1).
+pub fn permutations(n: NodeId) -> Vec<Vec<NodeId>> {
+    assert!(
+        (1..=6).contains(&n),
+        "symmetry reduction over at most 6 nodes"
+    );
+    let mut out = vec![Vec::new()];
+    for _ in 0..n {
+        let mut next = Vec::new();
+        for p in &out {
+            for id in 1..=n {
+                if !p.contains(&id) {
+                    let mut q = p.clone();
+                    q.push(id);
+                    next.push(q);
+                }
+            }
+        }
+        out = next;
+    }
+    assert_eq!(out.len(), (1..=n as usize).product::<usize>());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drifting_clock_changes_rate_without_jumping_and_never_goes_back() {
+        let mut c = MonoClock::default();
+        assert_eq!(c.read(1_000), 1_000);
+        c.set_rate(1_000, 500_000);
+        assert_eq!(c.read(1_000), 1_000, "no jump at the change");
+        assert_eq!(c.read(1_200), 1_300, "runs 1.5x fast");
+        c.set_rate(1_200, -500_000);
+        assert_eq!(c.read(1_200), 1_300);
+        assert_eq!(c.read(1_400), 1_400, "runs 0.5x slow, never back");
+    }
+
+    #[test]
+    fn permutations_are_all_distinct_orderings() {
+        let p = permutations(3);
+        assert_eq!(p.len(), 6);
+        let distinct: std::collections::BTreeSet<_> = p.iter().collect();
+        assert_eq!(distinct.len(), 6);
+        assert!(p.iter().all(|q| {
+            let mut s = q.clone();
+            s.sort_unstable();
+            s == vec![1, 2, 3]
+        }));
+    }
 }

@@ -52,6 +52,18 @@ pub struct Args {
     /// configured uncertainty).
     #[arg(long)]
     clock_skews: Option<u32>,
+    /// Monotonic-clock rate changes per path (a node's clock runs fast or slow by the
+    /// configured drift bound from then on).
+    #[arg(long)]
+    clock_drifts: Option<u32>,
+    /// The rate error of a drift action in ppm (default: the nodes' configured bound; larger
+    /// values break the clock assumption on purpose).
+    #[arg(long)]
+    drift_ppm: Option<u64>,
+    /// Symmetry reduction: states equal up to a renaming of node ids count once (not with
+    /// --conf-changes).
+    #[arg(long)]
+    symmetry: bool,
     /// Disks hold writes until a `persist` action even without crashes.
     #[arg(long)]
     async_disk: bool,
@@ -135,9 +147,13 @@ pub fn run(args: Args) -> i32 {
     }
     set!(nodes => nodes, max_term => term_max, max_log => log_entries_max, crashes => crashes,
         messages => messages, proposals => proposals, reads => reads, conf_changes => conf_changes,
-        transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks, clock_skews => clock_skews,
+        transfers => transfers, snapshots => snapshots, drops => drops, duplicates => duplicates, ticks => ticks, clock_skews => clock_skews, clock_drifts => clock_drifts,
         depth => depth_max, states_max => states_max, time_limit => time_limit_s);
     b.pre_vote |= args.pre_vote;
+    b.symmetry |= args.symmetry;
+    if args.drift_ppm.is_some() {
+        b.drift_ppm = args.drift_ppm;
+    }
     b.dfs = (b.dfs || args.dfs) && !args.bfs;
     if let Some(name) = &args.prefix {
         if name == "boot" {
@@ -171,9 +187,9 @@ pub fn run(args: Args) -> i32 {
         return 2;
     }
     println!(
-        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} clock-skews={} async-disk={} pre-vote={} depth={} search={} mutant={} start={} ({} scripted actions)",
+        "bounds: nodes={} max-term={} max-log={} crashes={} messages={} proposals={} reads={} conf-changes={} transfers={} snapshots={} drops={} duplicates={} ticks={} clock-skews={} clock-drifts={} symmetry={} async-disk={} pre-vote={} depth={} search={} mutant={} start={} ({} scripted actions)",
         b.nodes, b.term_max, b.log_entries_max, b.crashes, b.messages, b.proposals, b.reads, b.conf_changes,
-        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.clock_skews, b.async_disk(), b.pre_vote, b.depth_max, if b.dfs { "dfs" } else { "bfs" },
+        b.transfers, b.snapshots, b.drops, b.duplicates, b.ticks, b.clock_skews, b.clock_drifts, b.symmetry, b.async_disk(), b.pre_vote, b.depth_max, if b.dfs { "dfs" } else { "bfs" },
         b.mutant.map_or("none", |m| m.name()), b.script_name, b.script.len()
     );
     let mut progress = |s: &keel_model::Stats| {
