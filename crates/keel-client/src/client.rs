@@ -139,6 +139,8 @@ fn decide_server(
         | ErrorCode::NotFound
         | ErrorCode::MethodNotAllowed
         | ErrorCode::PayloadTooLarge
+        | ErrorCode::Unauthenticated
+        | ErrorCode::PermissionDenied
         | ErrorCode::Internal => None,
         ErrorCode::Other(_) => hinted_target.and_then(retry),
     }
@@ -463,6 +465,9 @@ impl Client {
             .timeout(Duration::from_millis(attempt_ms));
         if let Some(name) = &self.config.client_name {
             builder = builder.header("x-keel-client-id", name.as_str());
+        }
+        if let Some(token) = &self.config.token {
+            builder = builder.bearer_auth(token);
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);

@@ -35,6 +35,8 @@ pub struct ClientConfig {
     /// Sent as `X-Keel-Client-Id`: the identity the server's fair shares count in-flight
     /// requests by (at most 64 bytes; None: the server uses the connection's IP address).
     pub client_name: Option<String>,
+    /// Bearer token for a node started with `--auth-tokens` (sent as `Authorization: Bearer`).
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -54,6 +56,7 @@ impl ClientConfig {
             rng_seed: 0x6b65_656c,
             forward: false,
             client_name: None,
+            token: None,
         }
     }
 
@@ -86,6 +89,14 @@ impl ClientConfig {
             if name.is_empty() || name.len() > 64 || !printable {
                 return Err(Error::InvalidArgument(
                     "client_name must be 1..=64 printable ASCII characters".to_string(),
+                ));
+            }
+        }
+        if let Some(token) = &self.token {
+            let printable = token.bytes().all(|b| b.is_ascii_graphic());
+            if token.is_empty() || token.len() > 256 || !printable {
+                return Err(Error::InvalidArgument(
+                    "token must be 1..=256 printable ASCII characters".to_string(),
                 ));
             }
         }

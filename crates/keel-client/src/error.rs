@@ -23,6 +23,10 @@ pub enum ErrorCode {
     NoSpace,
     SessionExpired,
     Unavailable,
+    /// No or an unknown bearer token (401); never retried.
+    Unauthenticated,
+    /// The token's role does not allow the request (403); never retried.
+    PermissionDenied,
     Internal,
     /// A code this client version does not know; handled by the server's `retry` hint alone.
     Other(String),
@@ -43,6 +47,8 @@ impl ErrorCode {
             "NO_SPACE" => ErrorCode::NoSpace,
             "SESSION_EXPIRED" => ErrorCode::SessionExpired,
             "UNAVAILABLE" => ErrorCode::Unavailable,
+            "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
+            "PERMISSION_DENIED" => ErrorCode::PermissionDenied,
             "INTERNAL" => ErrorCode::Internal,
             other => ErrorCode::Other(other.to_string()),
         }
@@ -62,6 +68,8 @@ impl ErrorCode {
             ErrorCode::NoSpace => "NO_SPACE",
             ErrorCode::SessionExpired => "SESSION_EXPIRED",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Other(code) => code,
         }

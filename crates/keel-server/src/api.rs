@@ -161,10 +161,31 @@ async fn admit_and_measure(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(op) = classify(req.method(), req.uri().path()) else {
+    let started = std::time::Instant::now();
+    let op = classify(req.method(), req.uri().path());
+    if let Some(tokens) = &state.shared.auth {
+        if let Err(failure) = tokens.check(req.method(), req.uri().path(), req.headers()) {
+            state.shared.authz_failure(failure);
+            let resp = ApiError::auth(failure).into_response();
+            if let Some(op) = op {
+                let code = if matches!(failure, crate::auth::Failure::Forbidden { .. }) {
+                    "PERMISSION_DENIED"
+                } else {
+                    "UNAUTHENTICATED"
+                };
+                state.shared.metrics.request(
+                    op,
+                    "linearizable",
+                    code,
+                    started.elapsed().as_secs_f64(),
+                );
+            }
+            return resp;
+        }
+    }
+    let Some(op) = op else {
         return next.run(req).await;
     };
-    let started = std::time::Instant::now();
     // The client's identity, copied to the stack (the request moves on below).
     let mut identity_buf = [0u8; CLIENT_ID_BYTES_MAX];
     let identity_len = match req.headers().get(CLIENT_ID_HEADER) {
@@ -581,6 +602,15 @@ async fn maybe_forward(
         .request(method, &url)
         .header("content-type", "application/json")
         .header("x-keel-forwarded-by", state.shared.node_id.to_string())
+        .header(
+            "authorization",
+            state
+                .shared
+                .auth
+                .as_ref()
+                .map(|t| t.service_authorization())
+                .unwrap_or_default(),
+        )
         .timeout(Duration::from_millis(state.request_timeout_ms + 2000))
         .body(body);
     match request.send().await {

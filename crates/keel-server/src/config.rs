@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// refusing to start, and the node neither votes nor campaigns until it has caught up from
     /// a leader (docs/safety.md, "Repair mode"). Only for a member of a multi-node cluster.
     pub repair: bool,
+    /// Bearer-token authorization (auth.rs): the token file, or None for an open API.
+    pub auth_tokens_file: Option<PathBuf>,
 
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             audit_anchor_records_max: 32,
             test_fsync_delay_ms: 0,
             repair: false,
+            auth_tokens_file: None,
             election_timeout_ms: 1000,
             heartbeat_interval_ms: 100,
             // A new leader cannot commit before the previous lease ends: a lease no longer than

@@ -111,6 +111,29 @@ impl ApiError {
         .retry("other_node")
     }
 
+    /// An authorization failure (auth.rs); never retried with the same credentials.
+    pub fn auth(failure: crate::auth::Failure) -> ApiError {
+        use crate::auth::Failure;
+        let e = match failure {
+            Failure::Missing => ApiError::new(
+                "UNAUTHENTICATED",
+                "this node requires `Authorization: Bearer <token>`",
+            ),
+            Failure::Invalid => ApiError::new("UNAUTHENTICATED", "unknown token"),
+            Failure::Forbidden { role, needed } => ApiError::new(
+                "PERMISSION_DENIED",
+                format!(
+                    "role {} may not do this; it needs role {}",
+                    role.name(),
+                    needed.name()
+                ),
+            )
+            .with("role", role.name())
+            .with("needed", needed.name()),
+        };
+        e.retry("no")
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new("UNAVAILABLE", message).with("retry_after_ms", 200u64)
     }
@@ -134,6 +157,8 @@ impl ApiError {
             "STALE_BOUND_UNMET" => StatusCode::PRECONDITION_FAILED,
             "NO_SPACE" => StatusCode::INSUFFICIENT_STORAGE,
             "SESSION_EXPIRED" => StatusCode::GONE,
+            "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+            "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;
@@ -147,14 +148,20 @@ impl Server {
         for (&id, addr) in &cfg.peer_clients {
             static_book.entry(id).or_default().client_addr = addr.clone();
         }
-        let shared = Arc::new(Shared::new(
+        let auth = match &cfg.auth_tokens_file {
+            Some(path) => Some(auth::Tokens::load(path).map_err(|e| anyhow::anyhow!(e))?),
+            None => None,
+        };
+        let mut shared = Shared::new(
             cfg.id,
             cfg.cluster_id.clone(),
             self_addresses,
             static_book,
             cfg.peer_routes.clone(),
             admission::Admission::new(cfg.client_inflight_max, cfg.key_inflight_max),
-        ));
+        );
+        shared.auth = auth;
+        let shared = Arc::new(shared);
 
         // The initial configuration: the listed peers, or this node alone.
         let voters: Vec<u64> = if cfg.peers.is_empty() {
@@ -389,8 +396,11 @@ async fn forward_anchors(
             "seq": anchor.seq,
             "head": hex::encode(anchor.head),
         });
-        let sent = http
-            .post(format!("http://{addr}/v1/audit/anchor"))
+        let mut request = http.post(format!("http://{addr}/v1/audit/anchor"));
+        if let Some(tokens) = &shared.auth {
+            request = request.header("authorization", tokens.service_authorization());
+        }
+        let sent = request
             .timeout(std::time::Duration::from_millis(timeout_ms))
             .json(&body)
             .send()

@@ -67,7 +67,7 @@ pub const READ_OPS: [&str; 2] = ["get", "range"];
 /// Read levels (`level` label); `none` for writes and admin requests.
 pub const LEVELS: [&str; 3] = ["linearizable", "bounded", "any"];
 /// Response codes (`code` label): OK or an error code; anything else is `OTHER`.
-pub const CODES: [&str; 15] = [
+pub const CODES: [&str; 17] = [
     "OK",
     "BAD_REQUEST",
     "NOT_FOUND",
@@ -81,6 +81,8 @@ pub const CODES: [&str; 15] = [
     "NO_SPACE",
     "SESSION_EXPIRED",
     "UNAVAILABLE",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
     "INTERNAL",
     "OTHER",
 ];
@@ -122,6 +124,7 @@ pub struct Metrics {
     pub clock_discontinuities_total: Counter,
     pub peer_messages_dropped_total: Counter,
     pub admission_rejected_total: Family<ReasonLabel, Counter>,
+    pub authz_failures_total: Family<ReasonLabel, Counter>,
     pub quorum_ack_latency_seconds: Histogram,
     pub wal_fsync_seconds: Histogram,
     pub apply_lag_entries: Gauge,
@@ -155,6 +158,7 @@ impl Metrics {
             clock_discontinuities_total: Counter::default(),
             peer_messages_dropped_total: Counter::default(),
             admission_rejected_total: Family::default(),
+            authz_failures_total: Family::default(),
             quorum_ack_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             apply_lag_entries: Gauge::default(),
@@ -202,6 +206,11 @@ impl Metrics {
         }
         for mode in MODES {
             let _ = m.mode.get_or_create(&ModeLabel { mode });
+        }
+        for reason in crate::auth::Failure::REASONS {
+            let _ = m
+                .authz_failures_total
+                .get_or_create(&ReasonLabel { reason });
         }
         registry.register("term", "Current Raft term", m.term.clone());
         registry.register("commit_index", "Commit index", m.commit_index.clone());
@@ -271,6 +280,11 @@ impl Metrics {
             "admission_rejected",
             "Requests refused by admission control",
             m.admission_rejected_total.clone(),
+        );
+        registry.register(
+            "authz_failures",
+            "Requests refused by authorization, by reason (missing, invalid, forbidden)",
+            m.authz_failures_total.clone(),
         );
         registry.register(
             "quorum_ack_latency_seconds",

@@ -240,6 +240,14 @@ pub struct Runtime {
     /// Mutant `follower-reads-as-linearizable`: a follower answers linearizable reads from its
     /// own state (a known bug the nemesis must catch). Only set with feature `mutants`.
     pub follower_reads_mutant: bool,
+    /// Authorization failures already audited, per reason, and when the last record was
+    /// written (one `authz_failure` record per reason per second at most).
+    authz_audited: [u64; 3],
+    authz_audited_mono_ms: [u64; 3],
+    /// Load-shedding episodes (CoDel starting to refuse) per queue (reads, writes) not yet
+    /// audited, and when the last `admission_change` record for that queue was written.
+    shedding_episodes: [u64; 2],
+    shedding_audited_mono_ms: [u64; 2],
 }
 
 impl Runtime {
@@ -293,6 +301,10 @@ impl Runtime {
             audit,
             anchor_tx,
             follower_reads_mutant: false,
+            authz_audited: [0; 3],
+            authz_audited_mono_ms: [0; 3],
+            shedding_episodes: [0; 2],
+            shedding_audited_mono_ms: [0; 2],
         }
     }
 
@@ -311,6 +323,51 @@ impl Runtime {
         }
         self.now = now;
         now
+    }
+
+    /// Audits authorization failures counted by the API layer since the last record: one
+    /// record per reason per second at most, carrying the count, so a flood of bad requests
+    /// cannot flood the chain.
+    fn audit_authz_failures(&mut self) {
+        const AUTHZ_AUDIT_INTERVAL_MS: u64 = 1000;
+        for (i, reason) in crate::auth::Failure::REASONS.iter().enumerate() {
+            let seen = self.shared.authz_failures[i].load(std::sync::atomic::Ordering::Relaxed);
+            assert!(seen >= self.authz_audited[i], "failure counters only grow");
+            let due = self.authz_audited_mono_ms[i] == 0
+                || self.now.mono_ms >= self.authz_audited_mono_ms[i] + AUTHZ_AUDIT_INTERVAL_MS;
+            if seen == self.authz_audited[i] || !due {
+                continue;
+            }
+            let count = seen - self.authz_audited[i];
+            self.authz_audited[i] = seen;
+            self.authz_audited_mono_ms[i] = self.now.mono_ms.max(1);
+            self.audit_local(
+                Kind::AuthzFailure,
+                Details::new().text("reason", reason).uint("count", count),
+            );
+        }
+    }
+
+    /// Audits a queue starting to shed load (`admission_change`): at most one record per queue
+    /// per second, counting the episodes it covers.
+    fn audit_shedding_started(&mut self, queue: usize, sojourn_ms: u64) {
+        const SHEDDING_AUDIT_INTERVAL_MS: u64 = 1000;
+        assert!(queue < 2);
+        self.shedding_episodes[queue] += 1;
+        let last = self.shedding_audited_mono_ms[queue];
+        if last != 0 && self.now.mono_ms < last + SHEDDING_AUDIT_INTERVAL_MS {
+            return;
+        }
+        let episodes = std::mem::take(&mut self.shedding_episodes[queue]);
+        self.shedding_audited_mono_ms[queue] = self.now.mono_ms.max(1);
+        self.audit_local(
+            Kind::AdmissionChange,
+            Details::new()
+                .text("queue", if queue == 0 { "reads" } else { "writes" })
+                .text("change", "shedding_started")
+                .uint("sojourn_ms", sojourn_ms)
+                .uint("episodes", episodes),
+        );
     }
 
     fn audit_local(&mut self, kind: Kind, details: Details) {
@@ -379,6 +436,7 @@ impl Runtime {
                     self.node.tick(now);
                     self.expire(now);
                     self.maybe_anchor();
+                    self.audit_authz_failures();
                 }
                 Some(m) = inputs.peer_bulk.recv() => {
                     let now = self.tick_now();
@@ -502,12 +560,17 @@ impl Runtime {
     fn on_queued(&mut self, q: Queued) {
         let sojourn_ms = q.at.elapsed().as_millis() as u64;
         let now_ms = self.now.mono_ms;
-        let codel = if matches!(q.req, Request::Read { .. }) {
+        let queue = usize::from(!matches!(q.req, Request::Read { .. }));
+        let codel = if queue == 0 {
             &mut self.codel_reads
         } else {
             &mut self.codel_writes
         };
+        let was_shedding = codel.dropping();
         let refuse = codel.on_dequeue(now_ms, sojourn_ms);
+        if !was_shedding && codel.dropping() {
+            self.audit_shedding_started(queue, sojourn_ms);
+        }
         if refuse && q.req.sheddable() {
             self.shared.reject("queue_delay");
             let retry_after_ms = self.cfg.queue_delay_interval_ms;

@@ -59,6 +59,11 @@ pub struct Shared {
     /// Per-process dial overrides (`--peer-routes`): win over both books.
     routes: BTreeMap<NodeId, String>,
     pub shutting_down: AtomicBool,
+    /// Bearer-token authorization (`--auth-tokens`); None: off.
+    pub auth: Option<crate::auth::Tokens>,
+    /// Authorization failures by reason (`auth::Failure::REASONS`), for the runtime's
+    /// rate-limited audit records.
+    pub authz_failures: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl Shared {
@@ -88,6 +93,8 @@ impl Shared {
             learned_clients: RwLock::new(BTreeMap::new()),
             routes,
             shutting_down: AtomicBool::new(false),
+            auth: None,
+            authz_failures: Default::default(),
         }
     }
 
@@ -107,6 +114,18 @@ impl Shared {
 
     /// Counts a refusal by admission control (`reason` from metrics::ADMISSION_REASONS) and
     /// marks the node overloaded for a while.
+    /// Counts an authorization failure (metric now; audited by the runtime, rate-limited).
+    pub fn authz_failure(&self, failure: crate::auth::Failure) {
+        self.metrics
+            .authz_failures_total
+            .get_or_create(&crate::metrics::ReasonLabel {
+                reason: failure.reason(),
+            })
+            .inc();
+        self.authz_failures[failure.reason_index()]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn reject(&self, reason: &'static str) {
         self.metrics.reject(reason);
         self.admission.note_reject();

@@ -27,6 +27,10 @@ pub struct Conn {
     /// Ask followers to forward writes to the leader instead of answering NOT_LEADER.
     #[arg(long)]
     pub forward: bool,
+    /// Bearer token for nodes started with `--auth-tokens` (prefer the environment variable:
+    /// command lines are visible to other users).
+    #[arg(long, env = "KEEL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl Conn {
@@ -35,6 +39,7 @@ impl Conn {
         let mut config = ClientConfig::new(&endpoints);
         config.call_timeout_ms = self.timeout_ms.max(1);
         config.forward = self.forward;
+        config.token = self.token.clone();
         // Jitter only needs to differ between processes here; tests seed the library directly.
         config.rng_seed = u64::from(std::process::id());
         Client::new(config)

@@ -48,6 +48,10 @@ pub struct Args {
     /// neither votes nor campaigns until it has caught up from a leader (multi-node only).
     #[arg(long)]
     repair: bool,
+    /// Require bearer tokens: a file of `<role> <token>` lines, role read, write or admin
+    /// (docs/security.md). Every node of a cluster reads the same file.
+    #[arg(long)]
+    auth_tokens: Option<PathBuf>,
     /// Cluster id; peers with another id are refused.
     #[arg(long)]
     cluster_id: Option<String>,
@@ -111,6 +115,9 @@ fn build_config(args: &Args) -> Result<ServerConfig, String> {
     set!(test_fsync_delay_ms);
     if args.repair {
         cfg.repair = true;
+    }
+    if args.auth_tokens.is_some() {
+        cfg.auth_tokens_file = args.auth_tokens.clone();
     }
     if args.advertise_client.is_some() {
         cfg.advertise_client = args.advertise_client.clone();
