@@ -73,6 +73,24 @@ pub struct Node {
     pub starts: u64,
     /// In the configuration (an initial voter, or a spare added; false once removed).
     pub member: bool,
+    /// A spare's ports held until it starts: sockets bound but not listening (connections are
+    /// refused, and no outgoing connection takes the port as its ephemeral port).
+    reserved: Vec<rustix::fd::OwnedFd>,
+}
+
+/// Binds (without listening) a TCP socket on `address`, keeping the port for later.
+fn reserve_port(address: &str) -> Result<rustix::fd::OwnedFd> {
+    let address: std::net::SocketAddrV4 = address.parse().context("loopback address")?;
+    // CLOEXEC: a child started meanwhile must not inherit the socket (and keep the port).
+    let socket = rustix::net::socket_with(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("socket")?;
+    rustix::net::bind(&socket, &address).with_context(|| format!("reserve {address}"))?;
+    Ok(socket)
 }
 
 impl Node {
@@ -204,9 +222,17 @@ impl Cluster {
                     fsync_delay_ms: 0,
                     starts: 0,
                     member: index < spec.nodes,
+                    reserved: Vec::new(),
                 }
             })
             .collect();
+        let mut nodes = nodes;
+        for node in nodes.iter_mut().skip(spec.nodes) {
+            node.reserved = vec![
+                reserve_port(&node.client_addr)?,
+                reserve_port(&node.peer_addr)?,
+            ];
+        }
         let mut links = BTreeMap::new();
         for from in &nodes {
             for to in &nodes {
@@ -387,6 +413,8 @@ impl Cluster {
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
         }
+        // A spare's ports go to the server now.
+        self.nodes[index].reserved.clear();
         let child = command
             .spawn()
             .with_context(|| format!("cannot start node {id}"))?;

@@ -322,25 +322,7 @@ async fn rolling_restart(
             break;
         }
         let how = cluster.lock().await.restart_graceful(id).await?;
-        let started = std::time::Instant::now();
-        let mut caught_up_ms = None;
-        let polls_max = ROLLING_CATCH_UP_MS_MAX / 100;
-        for _ in 0..polls_max {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let statuses = cluster.lock().await.statuses().await;
-            let leader_commit = statuses
-                .iter()
-                .filter(|s| s.role == "leader")
-                .max_by_key(|s| s.term)
-                .map(|s| s.commit_index);
-            let mine = statuses.iter().find(|s| s.node_id == id);
-            if let (Some(commit), Some(mine)) = (leader_commit, mine) {
-                if mine.leader.is_some() && mine.applied_index >= commit {
-                    caught_up_ms = Some(started.elapsed().as_millis() as u64);
-                    break;
-                }
-            }
-        }
+        let caught_up_ms = wait_caught_up(cluster, id, ROLLING_CATCH_UP_MS_MAX).await;
         lock(&env.rolling).push((id, caught_up_ms));
         done.push(format!(
             "{id} ({how}, {})",
@@ -352,8 +334,9 @@ async fn rolling_restart(
     Ok(format!("restarted {}", done.join(", ")))
 }
 
-/// Waits (bounded) until node `id` answers, knows a leader and has applied the leader's commit
-/// index. Returns the time it took.
+/// Waits (bounded) until node `id` answers, knows a leader and has applied the commit index
+/// the leader had when the wait began (the leader's commit moves on under load: chasing it
+/// would never end). Returns the time it took.
 async fn wait_caught_up(
     cluster: &tokio::sync::Mutex<Cluster>,
     id: u64,
@@ -361,17 +344,20 @@ async fn wait_caught_up(
 ) -> Option<u64> {
     let started = std::time::Instant::now();
     let polls_max = bound_ms / 100;
+    let mut target = None;
     for _ in 0..polls_max {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let statuses = cluster.lock().await.statuses().await;
-        let leader_commit = statuses
-            .iter()
-            .filter(|s| s.role == "leader")
-            .max_by_key(|s| s.term)
-            .map(|s| s.commit_index);
+        if target.is_none() {
+            target = statuses
+                .iter()
+                .filter(|s| s.role == "leader")
+                .max_by_key(|s| s.term)
+                .map(|s| s.commit_index);
+        }
         let mine = statuses.iter().find(|s| s.node_id == id);
-        if let (Some(commit), Some(mine)) = (leader_commit, mine) {
-            if mine.leader.is_some() && mine.applied_index >= commit {
+        if let (Some(target), Some(mine)) = (target, mine) {
+            if mine.leader.is_some() && mine.applied_index >= target {
                 return Some(started.elapsed().as_millis() as u64);
             }
         }

@@ -403,6 +403,10 @@ async fn pump(
             counters
                 .bytes_dropped
                 .fetch_add(count as u64, Ordering::Relaxed);
+            if framed {
+                // Keep following the sender's frame boundaries through the discarded bytes.
+                drop(splitter.feed(&buffer[..count], false));
+            }
             continue;
         }
         if let LinkMode::Delay { base_ms, jitter_ms } = now.mode {

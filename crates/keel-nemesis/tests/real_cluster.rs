@@ -204,3 +204,104 @@ fn no_session_dedup_mutant_is_caught() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The first seed whose schedule opens with every kind of `mix` once, within `window_ms`.
+fn seed_covering(mix: &[FaultKind], window_ms: u64) -> u64 {
+    let seeds_max = 1_000_000;
+    (1..seeds_max)
+        .find(|&seed| {
+            let steps = keel_nemesis::nemesis::schedule(seed, mix, window_ms, 300);
+            let mut elapsed_ms = 0;
+            let mut seen = std::collections::BTreeSet::new();
+            for step in &steps {
+                elapsed_ms += step.quiet_ms + step.hold_ms;
+                if elapsed_ms > window_ms || !seen.insert(step.kind) {
+                    break;
+                }
+            }
+            seen.len() == mix.len()
+        })
+        .expect("a covering seed exists")
+}
+
+/// Processes whose command line contains `needle` (the noisy neighbour's loop names our pid).
+fn processes_with(needle: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// The newer faults against real servers, each once: duplicated frames, a noisy neighbour, a
+/// rolling restart, a membership change (spare added, promoted, a voter removed) and, with
+/// libfaketime, a clock beyond the bound. Bank and staleness checks run in the workload. The
+/// verdict must stay valid, each fault must have happened, and no burner may outlive the run.
+#[test]
+fn newer_faults_campaign() {
+    let mut mix =
+        FaultKind::parse_mix("duplicate,noisy-neighbour,rolling-restart,membership").unwrap();
+    let faketime = keel_nemesis::cluster::find_faketime_lib().is_some();
+    if faketime {
+        mix.push(FaultKind::ClockBeyond);
+    }
+    let window_ms = 18_000;
+    let out = temp_dir("newer");
+    let mut config = CampaignConfig::new(keel_bin(), out.clone());
+    config.time_ms = window_ms + 2_000;
+    config.seed = seed_covering(&mix, window_ms);
+    config.faults = mix;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let summary = runtime
+        .block_on(keel_nemesis::run(config))
+        .expect("harness");
+    assert_eq!(summary.verdict, "valid", "problems: {:?}", summary.problems);
+    let json = &summary.json;
+    let faults = std::fs::read_to_string(out.join("faults.jsonl")).unwrap();
+    for kind in ["duplicate", "noisy-neighbour", "rolling-restart"] {
+        assert!(
+            faults.contains(&format!("\"f\":\"{kind}\"")),
+            "no {kind} in {faults}"
+        );
+    }
+    let changes = json["membership_changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("promoted")),
+        "membership changes: {changes:?}"
+    );
+    assert!(!json["rolling_restarts"].as_array().unwrap().is_empty());
+    assert!(json["bank"]["reads_checked"].as_u64().unwrap() > 10);
+    assert_eq!(json["bank"]["violations"], 0);
+    assert!(
+        json["staleness"]["bounded_checked"].as_u64().unwrap()
+            + json["staleness"]["any_checked"].as_u64().unwrap()
+            > 10
+    );
+    if faketime {
+        assert_eq!(json["clock_assumption_violated"], true);
+        assert!(summary
+            .notes
+            .iter()
+            .any(|n| n.contains("clock assumption violated")));
+    }
+    let burner = format!("kill -0 {} ", std::process::id());
+    assert_eq!(
+        processes_with(&burner),
+        0,
+        "a noisy neighbour outlived its fault"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
