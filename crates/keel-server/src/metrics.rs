@@ -128,6 +128,8 @@ pub struct Metrics {
     pub quorum_ack_latency_seconds: Histogram,
     pub wal_fsync_seconds: Histogram,
     pub apply_lag_entries: Gauge,
+    /// The apply lag as sampled once per node-loop iteration (its distribution over time).
+    pub apply_lag_sampled_entries: Histogram,
     pub requests_total: Family<OpCodeLabel, Counter>,
     pub request_latency_seconds: HistogramFamily<OpLevelLabel>,
     pub request_timeouts_total: Family<ClassLabel, Counter>,
@@ -162,6 +164,7 @@ impl Metrics {
             quorum_ack_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             wal_fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             apply_lag_entries: Gauge::default(),
+            apply_lag_sampled_entries: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             requests_total: Family::default(),
             request_latency_seconds: Family::new_with_constructor(request_histogram),
             request_timeouts_total: Family::default(),
@@ -295,6 +298,11 @@ impl Metrics {
             "wal_fsync_seconds",
             "Duration of one group-commit batch",
             m.wal_fsync_seconds.clone(),
+        );
+        registry.register(
+            "apply_lag_sampled_entries",
+            "Commit index minus applied index, sampled once per node-loop iteration",
+            m.apply_lag_sampled_entries.clone(),
         );
         registry.register(
             "apply_lag_entries",

@@ -1364,9 +1364,9 @@ impl Runtime {
             .leader_id
             .set(self.known_leader().unwrap_or(0) as i64);
         metrics.lease_valid.set(i64::from(lease_valid));
-        metrics
-            .apply_lag_entries
-            .set(view.commit_index.saturating_sub(view.header.applied_index) as i64);
+        let apply_lag = view.commit_index.saturating_sub(view.header.applied_index);
+        metrics.apply_lag_entries.set(apply_lag as i64);
+        metrics.apply_lag_sampled_entries.observe(apply_lag as f64);
         metrics.set_mode(mode);
         if mode != self.published_mode {
             if !self.published_mode.is_empty() {
