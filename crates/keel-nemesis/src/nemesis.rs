@@ -322,7 +322,14 @@ async fn rolling_restart(
             break;
         }
         let how = cluster.lock().await.restart_graceful(id).await?;
-        let caught_up_ms = wait_caught_up(cluster, id, ROLLING_CATCH_UP_MS_MAX).await;
+        // Bounded, and never far past the end of the fault time.
+        let bound_ms = ROLLING_CATCH_UP_MS_MAX.min(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_millis() as u64
+                + 2_000,
+        );
+        let caught_up_ms = wait_caught_up(cluster, id, bound_ms).await;
         lock(&env.rolling).push((id, caught_up_ms));
         done.push(format!(
             "{id} ({how}, {})",
