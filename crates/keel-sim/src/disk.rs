@@ -68,13 +68,50 @@ impl Disk {
 
     /// Stages a write now; returns the true time (µs) at which it will be durable.
     pub fn submit(&mut self, now_us: u64, latency_us: u64, w: Write) -> Result<u64, String> {
+        self.try_submit(now_us, latency_us, &w)
+            .map_err(|e| format!("stage write {}: {e}", w.id))
+    }
+
+    /// `submit` keeping the storage error's kind (ENOSPC is `keel_storage::Error::NoSpace`:
+    /// nothing was written, the same write may be submitted again later).
+    pub fn try_submit(
+        &mut self,
+        now_us: u64,
+        latency_us: u64,
+        w: &Write,
+    ) -> keel_storage::Result<u64> {
         let st = self.storage.as_mut().expect("disk open");
-        let staged = keel_persist::stage(st, std::slice::from_ref(&w))
-            .map_err(|e| format!("stage write {}: {e}", w.id))?;
+        let staged = keel_persist::stage(st, std::slice::from_ref(w))?;
         self.staged.push_back((w.id, staged));
         let done = (now_us + latency_us).max(self.last_done_us + 1);
         self.last_done_us = done;
         Ok(done)
+    }
+
+    /// Bytes of this node's files (the data directory, its WAL and snapshot directories).
+    pub fn used_bytes(&self) -> u64 {
+        let dirs = [
+            self.dir.clone(),
+            self.dir.join(keel_storage::WAL_DIR),
+            self.dir.join(keel_storage::SNAP_DIR),
+        ];
+        let mut total = 0;
+        for d in dirs {
+            for name in self.io.list_dir(&d).unwrap_or_default() {
+                total += self
+                    .io
+                    .contents(&d.join(name))
+                    .map_or(0, |c| c.len() as u64);
+            }
+        }
+        total
+    }
+
+    /// Sets the simulated file system's capacity (ENOSPC past it); `u64::MAX`: unlimited.
+    pub fn set_capacity_bytes(&mut self, capacity_bytes: u64) {
+        let mut faults = self.io.faults();
+        faults.capacity_bytes = capacity_bytes;
+        self.io.set_faults(faults);
     }
 
     /// Finishes the oldest staged write (one sync). Returns its id.
@@ -84,6 +121,19 @@ impl Disk {
         };
         let st = self.storage.as_mut().expect("disk open");
         keel_persist::finish(st, &staged).map_err(|e| format!("finish write {id}: {e}"))?;
+        Ok(Some(id))
+    }
+
+    /// Like `complete_next`, but a failed sync leaves the write staged (after ENOSPC the WAL
+    /// keeps its pending records: the same write is finished again later).
+    pub fn try_complete_next(&mut self) -> keel_storage::Result<Option<u64>> {
+        let Some((id, staged)) = self.staged.front() else {
+            return Ok(None);
+        };
+        let id = *id;
+        let st = self.storage.as_mut().expect("disk open");
+        keel_persist::finish(st, staged)?;
+        self.staged.pop_front();
         Ok(Some(id))
     }
 

@@ -9,6 +9,7 @@
 //! liveness phase heals everything and requires a committed write within a bound.
 
 mod clock;
+pub mod degraded;
 mod disk;
 pub mod faults;
 pub mod history;
