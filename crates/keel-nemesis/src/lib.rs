@@ -1,12 +1,15 @@
 //! `keel-nemesis`: Jepsen-style fault campaigns against real `keel serve` processes.
 //!
 //! - [`proxy`]: the fault proxy, one TCP listener per directed peer link (pass, black-hole,
-//!   refuse/reset, delay with jitter), controlled in-process.
+//!   refuse/reset, delay with jitter, duplicate whole frames), controlled in-process.
 //! - [`cluster`]: N `keel serve` children on loopback, peer traffic through the proxies; kill -9,
-//!   restart, SIGSTOP/SIGCONT, clock skew via libfaketime; everything dies with the harness.
+//!   restart (also graceful, for rolling restarts), SIGSTOP/SIGCONT, clock skew via
+//!   libfaketime, a noisy neighbour, spare node slots for membership changes; everything dies
+//!   with the harness.
 //! - [`nemesis`]: the seeded fault schedule (`--seed`, `--faults` mix) and its executor.
 //! - [`workload`]: concurrent `keel-client` workers (registers, linearizable readers on every
-//!   node, an append-only set, duplicate session submissions), every operation recorded.
+//!   node, `bounded`/`any` reads, an append-only set, duplicate session submissions, the bank),
+//!   every operation recorded.
 //! - [`history`]: the recorder; history.jsonl is keel-check's JSON-lines format.
 //! - [`bank`]: the bank workload's transactions and its invariant (the total never changes).
 //! - [`staleness`]: `bounded` / `any` reads checked against their declared staleness.
