@@ -501,6 +501,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             }
         }
     }
+    let frames_duplicated = cluster.frames_duplicated();
     cluster.stop_all();
 
     // Audit evidence: every node's chain verifies against the anchors the others hold.
@@ -649,6 +650,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         "workloads": {"register": mix.register, "set": mix.set, "dup": mix.dup, "bank": mix.bank,
                       "stale_reads": mix.stale_reads},
         "clock_uncertainty_ms": config.clock_uncertainty_ms,
+        "frames_duplicated": frames_duplicated,
         "dup": {"rounds_checked": dup_rounds, "violations": dup_violations.len()},
         "failover_ms": {
             "samples": failovers.len(),

@@ -661,6 +661,18 @@ impl Cluster {
         }
     }
 
+    /// Peer frames the proxies wrote twice (`duplicate`), over every link.
+    pub fn frames_duplicated(&self) -> u64 {
+        self.links
+            .values()
+            .map(|l| {
+                l.counters
+                    .frames_duplicated
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    }
+
     pub fn link_bytes_passed(&self, from: u64, to: u64) -> u64 {
         self.links
             .get(&(from, to))

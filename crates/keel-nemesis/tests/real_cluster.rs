@@ -283,6 +283,10 @@ fn newer_faults_campaign() {
         "membership changes: {changes:?}"
     );
     assert!(!json["rolling_restarts"].as_array().unwrap().is_empty());
+    assert!(
+        json["frames_duplicated"].as_u64().unwrap() > 0,
+        "the proxies duplicated no frame"
+    );
     assert!(json["bank"]["reads_checked"].as_u64().unwrap() > 10);
     assert_eq!(json["bank"]["violations"], 0);
     assert!(
