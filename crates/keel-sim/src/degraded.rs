@@ -108,6 +108,8 @@ pub struct QueueModel {
     /// Simulated service time of one admitted request (capacity = 1000 / service_us per ms).
     pub service_us: u64,
     pub queue_max: usize,
+    /// Simulated cost of refusing a request at dequeue (reading it and answering OVERLOADED).
+    pub refuse_us: u64,
     /// Peer messages bypass the client queue (as the server's loop polls the peer lane first).
     pub priority_lane: bool,
     /// Admission at dequeue: (now_ms, sojourn_ms) -> refuse? One per node (index id - 1).
@@ -204,6 +206,10 @@ pub struct Cluster {
     pub elections: u64,
     pub leaders: LeaderLog,
     pub queue_model: Option<QueueModel>,
+    /// With the priority lane off: peer messages refused with client requests, and the
+    /// longest a delivered one waited in the client queue.
+    pub peer_messages_lost: u64,
+    pub peer_delay_max_us: u64,
     load: Option<Load>,
     load_seq: u64,
 }
@@ -228,6 +234,8 @@ impl Cluster {
             elections: 0,
             leaders: Vec::new(),
             queue_model: None,
+            peer_messages_lost: 0,
+            peer_delay_max_us: 0,
             load: None,
             load_seq: 0,
         };
@@ -1055,10 +1063,13 @@ impl Cluster {
         let now_us = self.now_us;
         let host = self.hosts.get_mut(&id).expect("exists");
         if host.queue.len() >= queue_max {
-            if let Item::Client(r) = item {
-                self.complete(r, Answer::Refused(Refusal::Overloaded("queue_full")));
+            match item {
+                Item::Client(r) => {
+                    self.complete(r, Answer::Refused(Refusal::Overloaded("queue_full")));
+                }
+                Item::Peer(_) => self.peer_messages_lost += 1,
             }
-            return; // A peer message behind a full queue is lost.
+            return;
         }
         host.queue.push_back((now_us, item));
         if !host.serving {
@@ -1076,21 +1087,28 @@ impl Cluster {
         };
         let model = self.queue_model.as_mut().expect("queue model");
         let service_us = model.service_us;
+        let refuse_us = model.refuse_us;
         let refuse = (model.refuse_at_dequeue[(id - 1) as usize])(
             now_us / 1000,
             (now_us - arrival_us) / 1000,
         );
         if refuse {
-            // Refusing at dequeue costs no service time; a refused peer message is lost.
-            if let Item::Client(r) = item {
-                self.complete(r, Answer::Refused(Refusal::Overloaded("queue_delay")));
+            // Refusing at dequeue costs `refuse_us`; a refused peer message is lost.
+            match item {
+                Item::Client(r) => {
+                    self.complete(r, Answer::Refused(Refusal::Overloaded("queue_delay")));
+                }
+                Item::Peer(_) => self.peer_messages_lost += 1,
             }
-            self.schedule(0, Ev::Serve(id));
+            self.schedule(refuse_us, Ev::Serve(id));
             return;
         }
         match item {
             Item::Client(r) => self.execute(r),
-            Item::Peer(m) => self.receive(*m),
+            Item::Peer(m) => {
+                self.peer_delay_max_us = self.peer_delay_max_us.max(now_us - arrival_us);
+                self.receive(*m)
+            }
         }
         self.schedule(service_us, Ev::Serve(id));
     }
