@@ -658,6 +658,18 @@ fn disk_full_node_refuses_writes_cluster_commits_and_it_recovers() {
         c.run_for_ms(20);
     }
     assert!(c.disk_full(full), "still full");
+    // Reads at the full node: linearizable ones redirect to the new leader; `any` is served.
+    let new_leader = c.leader().expect("leader");
+    assert_ne!(new_leader, full);
+    let r = c.read_linearizable(full, "k");
+    assert_eq!(
+        c.requests[r].answer,
+        Answer::Refused(Refusal::NotLeader {
+            leader: Some(new_leader)
+        })
+    );
+    let a = c.read_any(full, "k");
+    assert!(is_served(&c.requests[a].answer), "any served while full");
     for r in &reqs {
         if c.requests[*r].answer == Answer::Acked {
             acked_after_full += 1;
