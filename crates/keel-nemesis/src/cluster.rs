@@ -68,13 +68,17 @@ pub struct Node {
     child: Option<Child>,
     pub paused: bool,
     pub skew: Option<ClockSkew>,
+    /// The node runs under libfaketime reading its offset from this file on every clock read
+    /// (`FAKETIME_TIMESTAMP_FILE`): writing the file makes its wall clock jump at once.
+    pub clock_file: Option<PathBuf>,
     /// `--test-fsync-delay-ms` while a slow-disk fault holds (0: none).
     pub fsync_delay_ms: u64,
     pub starts: u64,
     /// In the configuration (an initial voter, or a spare added; false once removed).
     pub member: bool,
-    /// A spare's ports held until it starts: sockets bound but not listening (connections are
-    /// refused, and no outgoing connection takes the port as its ephemeral port).
+    /// The node's ports held until it first starts: sockets bound but not listening
+    /// (connections are refused, and no outgoing connection takes the port as its ephemeral
+    /// port).
     reserved: Vec<rustix::fd::OwnedFd>,
 }
 
@@ -219,6 +223,7 @@ impl Cluster {
                     child: None,
                     paused: false,
                     skew: None,
+                    clock_file: None,
                     fsync_delay_ms: 0,
                     starts: 0,
                     member: index < spec.nodes,
@@ -227,7 +232,9 @@ impl Cluster {
             })
             .collect();
         let mut nodes = nodes;
-        for node in nodes.iter_mut().skip(spec.nodes) {
+        // Every slot's ports held from now until its first start (other processes' outgoing
+        // connections would otherwise take them as ephemeral ports meanwhile).
+        for node in nodes.iter_mut() {
             node.reserved = vec![
                 reserve_port(&node.client_addr)?,
                 reserve_port(&node.peer_addr)?,
@@ -412,8 +419,14 @@ impl Cluster {
                 .env("FAKETIME", format!("{seconds:+.3}"))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
+        } else if let (Some(file), Some(lib)) = (&node.clock_file, &self.faketime_lib) {
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
         }
-        // A spare's ports go to the server now.
+        // The held ports go to the server now.
         self.nodes[index].reserved.clear();
         let child = command
             .spawn()
@@ -569,11 +582,39 @@ impl Cluster {
         self.noisy.is_some()
     }
 
+    /// Restarts node `id` with its wall clock read through a jump file (offset 0 for now), or
+    /// back to a true clock (`false`). See [`Cluster::jump_clock`].
+    pub fn restart_with_clock_file(&mut self, id: u64, on: bool) -> Result<()> {
+        self.kill(id)?;
+        let index = self.index(id);
+        let file = self.spec.dir.join(format!("node-{id}.faketime"));
+        if on {
+            std::fs::write(&file, "+0\n").with_context(|| format!("{}", file.display()))?;
+        }
+        let node = &mut self.nodes[index];
+        node.skew = None;
+        node.clock_file = on.then_some(file);
+        self.start(id)
+    }
+
+    /// Moves node `id`'s wall clock to `offset_ms` from true time at once (it must run with a
+    /// jump file). The node should see the jump as a discontinuity.
+    pub fn jump_clock(&self, id: u64, offset_ms: i64) -> Result<()> {
+        let node = &self.nodes[self.index(id)];
+        let Some(file) = &node.clock_file else {
+            bail!("node {id} has no clock jump file");
+        };
+        let seconds = offset_ms as f64 / 1000.0;
+        std::fs::write(file, format!("{seconds:+.3}\n"))
+            .with_context(|| format!("{}", file.display()))
+    }
+
     /// Restarts node `id` with a clock offset (or none).
     pub fn restart_with_skew(&mut self, id: u64, skew: Option<ClockSkew>) -> Result<()> {
         self.kill(id)?;
         let index = self.index(id);
         self.nodes[index].skew = skew;
+        self.nodes[index].clock_file = None;
         self.start(id)
     }
 

@@ -58,6 +58,11 @@ pub enum FaultKind {
     ClockBeyond,
     /// Restart every node one by one (SIGTERM), waiting for each to catch up.
     RollingRestart,
+    /// Restart a node reading its wall clock through a jump file, then after a second jump it
+    /// beyond the clock uncertainty while it runs, and back at the end of the hold: the node
+    /// must see the discontinuity and flag its clock untrusted (else the run says "clock
+    /// assumption violated").
+    ClockJump,
     /// Replace a voter under load: start a spare, add it as a learner, wait for it to catch
     /// up, promote it, remove another voter (never the leader) and stop that node.
     Membership,
@@ -77,7 +82,12 @@ pub struct NemesisEnv {
     pub rolling: std::sync::Mutex<Vec<(u64, Option<u64>)>>,
     /// Membership changes: one line each (what was done, or where it stopped).
     pub membership: std::sync::Mutex<Vec<String>>,
+    /// A clock jump about to happen: (node, offset ms), set when the fault starts.
+    pub pending_jump: std::sync::Mutex<Option<(u64, i64)>>,
 }
+
+/// A clock-jump node runs this long on a true clock before its clock jumps.
+pub const CLOCK_JUMP_DELAY_MS: u64 = 1_000;
 
 /// The server's counter of wall-clock discontinuities (a node that saw one distrusts its clock).
 pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
@@ -86,7 +96,7 @@ pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
 pub const ROLLING_CATCH_UP_MS_MAX: u64 = 10_000;
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -104,6 +114,7 @@ impl FaultKind {
         FaultKind::ClockBeyond,
         FaultKind::RollingRestart,
         FaultKind::Membership,
+        FaultKind::ClockJump,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +136,7 @@ impl FaultKind {
             FaultKind::ClockBeyond => "clock-beyond",
             FaultKind::RollingRestart => "rolling-restart",
             FaultKind::Membership => "membership",
+            FaultKind::ClockJump => "clock-jump",
         }
     }
 
@@ -265,8 +277,25 @@ pub async fn run(
             step.kind.name(),
             detail.clone(),
         );
+        let mut jumped = None;
         if step.kind == FaultKind::Flapping {
             flap(cluster, step, hold_until).await;
+        } else if step.kind == FaultKind::ClockJump {
+            let pending = lock(&env.pending_jump).take();
+            let jump_at = tokio::time::Instant::now() + Duration::from_millis(CLOCK_JUMP_DELAY_MS);
+            if let (Some((id, offset_ms)), true) =
+                (pending, jump_at + Duration::from_millis(500) < hold_until)
+            {
+                tokio::time::sleep_until(jump_at).await;
+                cluster.lock().await.jump_clock(id, offset_ms)?;
+                recorder.fault(
+                    "instant",
+                    "clock-jump",
+                    format!("node {id} wall clock jumps {offset_ms:+} ms"),
+                );
+                jumped = Some((id, offset_ms));
+            }
+            tokio::time::sleep_until(hold_until).await;
         } else {
             tokio::time::sleep_until(hold_until).await;
         }
@@ -288,6 +317,13 @@ pub async fn run(
                         .is_some_and(|v| v > 0.0);
                     lock(&env.clock_beyond).push((id, offset, flagged));
                 }
+            }
+            if let Some((id, offset)) = jumped {
+                let flagged = cluster
+                    .metric(id, DISCONTINUITIES_METRIC)
+                    .await
+                    .is_some_and(|v| v > 0.0);
+                lock(&env.clock_beyond).push((id, offset, flagged));
             }
             end_fault(&mut cluster, step, env.clock_uncertainty_ms)?;
             recorder.fault("end", step.kind.name(), detail);
@@ -612,6 +648,24 @@ async fn start_fault(
                 if Some(target) == leader { " (leader)" } else { "" }
             )
         }
+        FaultKind::ClockJump => {
+            if !cluster.faketime_available() {
+                return Ok(None);
+            }
+            let bound = env.clock_uncertainty_ms as i64;
+            let magnitude = bound + 500 + (step.choice % 2_000) as i64;
+            let offset_ms = if (step.choice >> 12) & 1 == 0 {
+                magnitude
+            } else {
+                -magnitude
+            };
+            cluster.restart_with_clock_file(target, true)?;
+            *lock(&env.pending_jump) = Some((target, offset_ms));
+            format!(
+                "node {target}{} restarted on a jump file; its wall clock jumps {offset_ms:+} ms after {CLOCK_JUMP_DELAY_MS} ms and back at the end (beyond ±{bound} ms)",
+                if Some(target) == leader { " (leader)" } else { "" }
+            )
+        }
         FaultKind::NoisyNeighbour => {
             let running = cluster.nodes.iter().any(|n| n.id == target && n.running());
             if !running {
@@ -687,6 +741,18 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
             }
         }
         FaultKind::NoisyNeighbour => cluster.stop_noisy(),
+        FaultKind::ClockJump => {
+            // Jump back to true time (a second discontinuity); the file stays until the heal.
+            let jumping: Vec<u64> = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.member && n.running() && n.clock_file.is_some())
+                .map(|n| n.id)
+                .collect();
+            for id in jumping {
+                cluster.jump_clock(id, 0)?;
+            }
+        }
         FaultKind::RollingRestart | FaultKind::Membership => {}
         FaultKind::SlowDisk => {
             let slow: Vec<u64> = cluster
@@ -727,7 +793,10 @@ pub fn heal_all(cluster: &mut Cluster) -> Result<()> {
     cluster.stop_noisy();
     for id in cluster.ids() {
         cluster.resume(id)?;
-        let skewed = cluster.nodes.iter().any(|n| n.id == id && n.skew.is_some());
+        let skewed = cluster
+            .nodes
+            .iter()
+            .any(|n| n.id == id && (n.skew.is_some() || n.clock_file.is_some()));
         if skewed {
             cluster.restart_with_skew(id, None)?;
         }

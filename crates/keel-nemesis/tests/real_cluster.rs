@@ -242,7 +242,8 @@ fn processes_with(needle: &str) -> usize {
 
 /// The newer faults against real servers, each once: duplicated frames, a noisy neighbour, a
 /// rolling restart, a membership change (spare added, promoted, a voter removed) and, with
-/// libfaketime, a clock beyond the bound. Bank and staleness checks run in the workload. The
+/// libfaketime, a clock beyond the bound from the start (unnoticed: "clock assumption
+/// violated") and a clock jump while running (the node must flag it). Bank and staleness checks run in the workload. The
 /// verdict must stay valid, each fault must have happened, and no burner may outlive the run.
 #[test]
 fn newer_faults_campaign() {
@@ -251,8 +252,9 @@ fn newer_faults_campaign() {
     let faketime = keel_nemesis::cluster::find_faketime_lib().is_some();
     if faketime {
         mix.push(FaultKind::ClockBeyond);
+        mix.push(FaultKind::ClockJump);
     }
-    let window_ms = 18_000;
+    let window_ms = if faketime { 22_000 } else { 18_000 };
     let out = temp_dir("newer");
     let mut config = CampaignConfig::new(keel_bin(), out.clone());
     config.time_ms = window_ms + 2_000;
@@ -295,6 +297,12 @@ fn newer_faults_campaign() {
             > 10
     );
     if faketime {
+        // The jumped node noticed; the constant offset from start went unnoticed.
+        let beyond = json["clock_beyond"].as_array().unwrap();
+        assert!(
+            beyond.iter().any(|b| b["flagged"] == true),
+            "no clock jump flagged: {beyond:?}"
+        );
         assert_eq!(json["clock_assumption_violated"], true);
         assert!(summary
             .notes

@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Fault mix, comma-separated: partition, isolate-leader, asymmetric, bridge, flapping,
-    /// delay, reset, duplicate, kill, pause, transfer, clock, clock-beyond, slow-disk,
+    /// delay, reset, duplicate, kill, pause, transfer, clock, clock-beyond, clock-jump, slow-disk,
     /// noisy-neighbour, rolling-restart; or `partitions`, `all`, `none`.
     #[arg(long, default_value = "partition,isolate-leader,kill,pause,transfer")]
     pub faults: String,
