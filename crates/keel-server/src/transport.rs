@@ -23,6 +23,9 @@ const CONNECT_TIMEOUT_MS: u64 = 1000;
 const HANDSHAKE_TIMEOUT_MS: u64 = 1000;
 const BACKOFF_MIN_MS: u64 = 20;
 const BACKOFF_MAX_MS: u64 = 1000;
+/// Frames already queued for a peer are written together and flushed once (one syscall for
+/// many frames), at most this many per flush.
+const FRAMES_PER_FLUSH_MAX: usize = 256;
 
 pub struct Transport {
     shared: Arc<Shared>,
@@ -128,7 +131,17 @@ async fn dial_lane(
                     tokio::select! {
                         frame = rx.recv() => {
                             let Some(frame) = frame else { return };
-                            if let Err(e) = framed.send(frame).await {
+                            let mut sent = framed.feed(frame).await;
+                            let mut fed = 1;
+                            while sent.is_ok() && fed < FRAMES_PER_FLUSH_MAX {
+                                let Ok(next) = rx.try_recv() else { break };
+                                sent = framed.feed(next).await;
+                                fed += 1;
+                            }
+                            if sent.is_ok() {
+                                sent = SinkExt::<Bytes>::flush(&mut framed).await;
+                            }
+                            if let Err(e) = sent {
                                 tracing::debug!(peer = to, lane, %e, "peer connection lost");
                                 break;
                             }
