@@ -332,6 +332,8 @@ pub struct Node {
     /// Write id (possibly the open write's future id) holding the latest term/vote change.
     pub(crate) term_write_id: u64,
     pub(crate) gated: VecDeque<(u64, Message)>,
+    /// Proposals were appended since the last `ready()`: broadcast them there, together.
+    pub(crate) broadcast_pending: bool,
 
     // Snapshots.
     pub(crate) snapshot: Option<Snapshot>,
@@ -426,6 +428,7 @@ impl Node {
             written_hard_state: hs,
             term_write_id: 0,
             gated: VecDeque::new(),
+            broadcast_pending: false,
             snapshot: None,
             incoming_snapshot: None,
             out: Ready::default(),
@@ -596,6 +599,7 @@ impl Node {
             self.read_round,
             self.pending_reads.len(),
             self.transfer.as_ref().map(|t| r(t.target)),
+            self.broadcast_pending,
         )
             .hash(&mut h);
         if let Some(repair) = &self.repair {
@@ -725,6 +729,9 @@ impl Node {
 
     /// Hands over everything queued. The write ids in it are final.
     pub fn ready(&mut self) -> Ready {
+        if std::mem::take(&mut self.broadcast_pending) && self.role == Role::Leader {
+            self.broadcast_append();
+        }
         self.flush_write();
         self.release_gated();
         self.hand_out_committed();
@@ -734,7 +741,8 @@ impl Node {
     }
 
     pub fn has_ready(&self) -> bool {
-        !self.out.is_empty()
+        self.broadcast_pending
+            || !self.out.is_empty()
             || !self.open_write.is_empty()
             || self.hard_state() != self.written_hard_state
             || self.log.handed < self.log.committed

@@ -56,7 +56,9 @@ impl Node {
         }
         let (index, term) = (entry.index, entry.term);
         self.append_as_leader(entry);
-        self.broadcast_append();
+        // Sent from `ready()`: the proposals a driver makes between two `ready()` calls go out
+        // as one append per follower, not one per proposal.
+        self.broadcast_pending = true;
         self.maybe_commit();
         Ok((index, term))
     }
