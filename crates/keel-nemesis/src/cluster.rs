@@ -52,11 +52,32 @@ pub struct ClusterSpec {
     pub spares: usize,
 }
 
-/// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds; monotonic clock not
-/// faked, so timers keep their rate).
+/// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds, and rate; monotonic
+/// clock not faked, so timers keep their rate).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClockSkew {
     pub offset_ms: i64,
+    /// Wall-clock drift from the (re)start on, parts per million (0: none): the error grows by
+    /// `rate_ppm` µs per second.
+    pub rate_ppm: i64,
+}
+
+impl ClockSkew {
+    /// libfaketime's `FAKETIME` value: `+1.500` (an offset) or `+0.000 x1.005000` (and a rate).
+    pub fn faketime(&self) -> String {
+        assert!(self.rate_ppm.abs() < 1_000_000, "a wall clock never stops");
+        let seconds = self.offset_ms as f64 / 1000.0;
+        if self.rate_ppm == 0 {
+            format!("{seconds:+.3}")
+        } else {
+            format!("{seconds:+.3} x{:.6}", 1.0 + self.rate_ppm as f64 / 1e6)
+        }
+    }
+
+    /// The largest wall-clock error after `elapsed_ms` of running with this skew.
+    pub fn error_ms_after(&self, elapsed_ms: u64) -> u64 {
+        self.offset_ms.unsigned_abs() + self.rate_ppm.unsigned_abs() * elapsed_ms / 1_000_000
+    }
 }
 
 pub struct Node {
@@ -413,10 +434,9 @@ impl Cluster {
             command.args(["--mutant", mutant]);
         }
         if let (Some(skew), Some(lib)) = (node.skew, &self.faketime_lib) {
-            let seconds = skew.offset_ms as f64 / 1000.0;
             command
                 .env("LD_PRELOAD", lib)
-                .env("FAKETIME", format!("{seconds:+.3}"))
+                .env("FAKETIME", skew.faketime())
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
         } else if let (Some(file), Some(lib)) = (&node.clock_file, &self.faketime_lib) {
@@ -793,6 +813,27 @@ pub fn parse_metric(text: &str, name: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn faketime_values_and_drift_error() {
+        let offset = ClockSkew {
+            offset_ms: -1500,
+            rate_ppm: 0,
+        };
+        assert_eq!(offset.faketime(), "-1.500");
+        assert_eq!(offset.error_ms_after(10_000), 1500);
+        let drift = ClockSkew {
+            offset_ms: 0,
+            rate_ppm: 5_000,
+        };
+        assert_eq!(drift.faketime(), "+0.000 x1.005000");
+        assert_eq!(drift.error_ms_after(10_000), 50, "5,000 ppm for 10 s");
+        let slow = ClockSkew {
+            offset_ms: 0,
+            rate_ppm: -200_000,
+        };
+        assert_eq!(slow.faketime(), "+0.000 x0.800000");
+    }
 
     #[test]
     fn metric_parsing() {

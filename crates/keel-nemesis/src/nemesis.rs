@@ -66,6 +66,9 @@ pub enum FaultKind {
     /// Replace a voter under load: start a spare, add it as a learner, wait for it to catch
     /// up, promote it, remove another voter (never the leader) and stop that node.
     Membership,
+    /// Restart a node whose wall clock drifts (libfaketime rate) so little that its error
+    /// stays within half the clock uncertainty for the hold; true clock again at the end.
+    ClockDrift,
 }
 
 /// What the executor needs beyond the cluster, and what it reports back.
@@ -96,7 +99,7 @@ pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
 pub const ROLLING_CATCH_UP_MS_MAX: u64 = 10_000;
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -115,6 +118,7 @@ impl FaultKind {
         FaultKind::RollingRestart,
         FaultKind::Membership,
         FaultKind::ClockJump,
+        FaultKind::ClockDrift,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +141,7 @@ impl FaultKind {
             FaultKind::RollingRestart => "rolling-restart",
             FaultKind::Membership => "membership",
             FaultKind::ClockJump => "clock-jump",
+            FaultKind::ClockDrift => "clock-drift",
         }
     }
 
@@ -307,8 +312,11 @@ pub async fn run(
                     .nodes
                     .iter()
                     .filter(|n| n.member)
-                    .filter_map(|n| Some((n.id, n.skew?.offset_ms)))
-                    .filter(|(_, offset)| offset.unsigned_abs() > env.clock_uncertainty_ms)
+                    .filter_map(|n| {
+                        let error_ms = n.skew?.error_ms_after(step.hold_ms);
+                        Some((n.id, error_ms as i64))
+                    })
+                    .filter(|(_, error_ms)| error_ms.unsigned_abs() > env.clock_uncertainty_ms)
                     .collect();
                 for (id, offset) in skewed {
                     let flagged = cluster
@@ -628,7 +636,13 @@ async fn start_fault(
             let bound = env.clock_uncertainty_ms as i64;
             let offset_ms = (step.choice % (2 * bound as u64 + 1)) as i64 - bound;
             let node = pick(&ids, step.choice >> 16);
-            cluster.restart_with_skew(node, Some(ClockSkew { offset_ms }))?;
+            cluster.restart_with_skew(
+                node,
+                Some(ClockSkew {
+                    offset_ms,
+                    rate_ppm: 0,
+                }),
+            )?;
             format!("node {node} restarted with wall clock {offset_ms:+} ms (libfaketime, within ±{bound} ms)")
         }
         FaultKind::ClockBeyond => {
@@ -636,16 +650,61 @@ async fn start_fault(
                 return Ok(None);
             }
             let bound = env.clock_uncertainty_ms as i64;
-            let magnitude = bound + 500 + (step.choice % 2_000) as i64;
-            let offset_ms = if (step.choice >> 12) & 1 == 0 {
+            let sign = if (step.choice >> 12) & 1 == 0 { 1 } else { -1 };
+            let role = if Some(target) == leader {
+                " (leader)"
+            } else {
+                ""
+            };
+            if (step.choice >> 13) & 1 == 0 {
+                let offset_ms = sign * (bound + 500 + (step.choice % 2_000) as i64);
+                let skew = ClockSkew {
+                    offset_ms,
+                    rate_ppm: 0,
+                };
+                cluster.restart_with_skew(target, Some(skew))?;
+                format!(
+                    "node {target}{role} restarted with wall clock {offset_ms:+} ms, beyond the ±{bound} ms bound (libfaketime)"
+                )
+            } else {
+                // A drift that carries the error past the bound early in the hold (4x by its
+                // end): gradual, so no discontinuity to notice.
+                let rate_ppm = sign * (4 * bound * 1_000_000 / step.hold_ms.max(1) as i64);
+                let skew = ClockSkew {
+                    offset_ms: 0,
+                    rate_ppm,
+                };
+                cluster.restart_with_skew(target, Some(skew))?;
+                format!(
+                    "node {target}{role} restarted with its wall clock drifting {rate_ppm:+} ppm: {} ms off by the end of the hold, beyond the ±{bound} ms bound (libfaketime)",
+                    skew.error_ms_after(step.hold_ms)
+                )
+            }
+        }
+        FaultKind::ClockDrift => {
+            if !cluster.faketime_available() {
+                return Ok(None);
+            }
+            // Within the bound: the error reaches at most half the uncertainty by the end of
+            // the hold, and the node gets its true clock back then.
+            let bound = env.clock_uncertainty_ms;
+            let rate_max = (bound * 1_000_000 / (2 * step.hold_ms.max(1))).max(1) as i64;
+            let magnitude = 1 + (step.choice % rate_max as u64) as i64;
+            let rate_ppm = if (step.choice >> 12) & 1 == 0 {
                 magnitude
             } else {
                 -magnitude
             };
-            cluster.restart_with_skew(target, Some(ClockSkew { offset_ms }))?;
+            let skew = ClockSkew {
+                offset_ms: 0,
+                rate_ppm,
+            };
+            assert!(skew.error_ms_after(step.hold_ms) <= bound);
+            cluster.restart_with_skew(target, Some(skew))?;
             format!(
-                "node {target}{} restarted with wall clock {offset_ms:+} ms, beyond the ±{bound} ms bound (libfaketime)",
-                if Some(target) == leader { " (leader)" } else { "" }
+                "node {target}{} restarted with its wall clock drifting {rate_ppm:+} ppm ({} ms off at most by the end of the hold, within ±{bound} ms; libfaketime)",
+                if Some(target) == leader { " (leader)" } else { "" },
+                skew.error_ms_after(step.hold_ms)
             )
         }
         FaultKind::ClockJump => {
@@ -731,12 +790,25 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
                 .iter()
                 .filter(|n| {
                     n.member
-                        && n.skew
-                            .is_some_and(|s| s.offset_ms.unsigned_abs() > clock_uncertainty_ms)
+                        && n.skew.is_some_and(|s| {
+                            s.offset_ms.unsigned_abs() > clock_uncertainty_ms || s.rate_ppm != 0
+                        })
                 })
                 .map(|n| n.id)
                 .collect();
             for id in beyond {
+                cluster.restart_with_skew(id, None)?;
+            }
+        }
+        FaultKind::ClockDrift => {
+            // Back to a true clock before the drift could carry the error past the bound.
+            let drifting: Vec<u64> = cluster
+                .nodes
+                .iter()
+                .filter(|n| n.member && n.skew.is_some_and(|s| s.rate_ppm != 0))
+                .map(|n| n.id)
+                .collect();
+            for id in drifting {
                 cluster.restart_with_skew(id, None)?;
             }
         }

@@ -18,6 +18,7 @@
 
 use crate::clock::NodeClock;
 use crate::disk::Disk;
+use crate::events::Queued;
 use crate::workload::{encode, App, Op, OpKind, Outcome};
 use keel_core::invariants::{SafetyMonitor, Violation};
 use keel_core::{
@@ -140,28 +141,6 @@ enum Ev {
     Arrival(NodeId),
 }
 
-struct Queued {
-    at_us: u64,
-    seq: u64,
-    ev: Ev,
-}
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at_us, self.seq) == (o.at_us, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at_us, self.seq).cmp(&(o.at_us, o.seq))
-    }
-}
-
 struct Host {
     node: Option<Node>,
     app: App,
@@ -193,7 +172,7 @@ pub type LeaderLog = Vec<(u64, NodeId, u64)>;
 pub struct Cluster {
     now_us: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Ev>>>,
     hosts: BTreeMap<NodeId, Host>,
     monitor: SafetyMonitor,
     blocked: BTreeSet<(NodeId, NodeId)>,

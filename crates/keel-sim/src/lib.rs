@@ -11,6 +11,7 @@
 mod clock;
 pub mod degraded;
 mod disk;
+mod events;
 pub mod faults;
 pub mod history;
 pub mod workload;

@@ -3,6 +3,7 @@
 
 use crate::clock::NodeClock;
 use crate::disk::Disk;
+use crate::events::Queued;
 use crate::faults::FaultPlan;
 use crate::workload::{encode, written_key, App, Op, OpKind, Outcome};
 use crate::{SimOptions, TraceSink, WalDamage};
@@ -40,28 +41,6 @@ enum Ev {
     Shuffle(u8, NodeId, NodeId, u32),
 }
 
-struct Queued {
-    at_us: u64,
-    seq: u64,
-    ev: Ev,
-}
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at_us, self.seq) == (o.at_us, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at_us, self.seq).cmp(&(o.at_us, o.seq))
-    }
-}
-
 struct Host {
     node: Option<Node>,
     app: App,
@@ -81,7 +60,7 @@ pub struct World {
     rng: ChaCha8Rng,
     now_us: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    queue: BinaryHeap<Reverse<Queued<Ev>>>,
     hosts: BTreeMap<NodeId, Host>,
     monitor: SafetyMonitor,
     /// blocked[(from, to)]: messages on this directed link are dropped.
