@@ -313,8 +313,15 @@ pub async fn run(
                     .iter()
                     .filter(|n| n.member)
                     .filter_map(|n| {
-                        let error_ms = n.skew?.error_ms_after(step.hold_ms);
-                        Some((n.id, error_ms as i64))
+                        let skew = n.skew?;
+                        let error_ms = skew.error_ms_after(step.hold_ms) as i64;
+                        // The sign of the error: the offset's, or the drift's.
+                        let sign = if skew.offset_ms != 0 {
+                            skew.offset_ms.signum()
+                        } else {
+                            skew.rate_ppm.signum()
+                        };
+                        Some((n.id, sign * error_ms))
                     })
                     .filter(|(_, error_ms)| error_ms.unsigned_abs() > env.clock_uncertainty_ms)
                     .collect();
