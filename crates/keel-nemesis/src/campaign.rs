@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::history::{faults_to_jsonl, to_jsonl, Event, Recorder};
+use crate::metrics;
 use crate::nemesis::{self, FaultKind};
 use crate::report;
 use crate::workload::{self, Workload, WorkloadMix, WorkloadSpec};
@@ -21,7 +22,7 @@ use crate::{bank, staleness};
 /// The counter that must stay 0 on every node.
 pub const REGRESSIONS_METRIC: &str = "keel_commit_index_regressions_total";
 const LEADER_WAIT_MS: u64 = 30_000;
-const METRICS_INTERVAL_MS: u64 = 2_000;
+const METRICS_INTERVAL_MS: u64 = 1_000;
 /// Wall-clock budget of the linearizability check; beyond it the verdict is `unknown`.
 const CHECK_TIME_LIMIT_MS: u64 = 60_000;
 /// Final-read process ids start here (after every worker's).
@@ -261,15 +262,24 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(config.time_ms);
     let regressions: std::sync::Mutex<BTreeMap<u64, f64>> = Default::default();
+    let samples: std::sync::Mutex<Vec<metrics::Sample>> = Default::default();
     let scrape = async {
         loop {
             {
                 let cluster = cluster.lock().await;
                 for id in cluster.ids() {
-                    if let Some(value) = cluster.metric(id, REGRESSIONS_METRIC).await {
+                    let Some(text) = cluster.metrics_text(id).await else {
+                        continue;
+                    };
+                    let sample = metrics::Sample::from_text(recorder.now_ns(), id, &text);
+                    if let Some(value) = sample.get(REGRESSIONS_METRIC) {
                         let mut seen = regressions.lock().unwrap_or_else(|p| p.into_inner());
                         let entry = seen.entry(id).or_insert(0.0);
                         *entry = entry.max(value);
+                    }
+                    let mut kept = samples.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() < metrics::SAMPLES_MAX {
+                        kept.push(sample);
                     }
                 }
             }
@@ -662,6 +672,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         "audit": {"files": audit_files.len(), "anchors_checked": audit_anchors_checked},
         "elapsed_ms": elapsed_ms,
         "regressions_seen_during_run": regressions.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        "metrics_samples": samples.lock().unwrap_or_else(|p| p.into_inner()).len(),
     });
     let summary = Summary {
         ops,
@@ -680,6 +691,8 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let out = &config.out_dir;
     std::fs::write(out.join("history.jsonl"), to_jsonl(&events))?;
     std::fs::write(out.join("faults.jsonl"), faults_to_jsonl(&faults))?;
+    let samples = samples.into_inner().unwrap_or_else(|p| p.into_inner());
+    std::fs::write(out.join("metrics.jsonl"), metrics::to_jsonl(&samples))?;
     std::fs::write(
         out.join("summary.json"),
         serde_json::to_string_pretty(&summary.json)?,
@@ -689,7 +702,14 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         let page = keel_check::html::render(&[("registers".to_string(), &check_report)]);
         std::fs::write(out.join("linearizability.html"), page)?;
     }
-    let html = report::render(&summary, &events, &faults, &config, has_check_page);
+    let html = report::render(
+        &summary,
+        &events,
+        &faults,
+        &samples,
+        &config,
+        has_check_page,
+    );
     std::fs::write(out.join("report.html"), html)?;
     Ok(summary)
 }

@@ -779,13 +779,17 @@ impl Cluster {
 
     /// Scrapes one node's `/metrics`; returns the value of `name` (summed over label sets).
     pub async fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        parse_metric(&self.metrics_text(id).await?, name)
+    }
+
+    /// One node's whole `/metrics` text (None: not running, paused or not answering).
+    pub async fn metrics_text(&self, id: u64) -> Option<String> {
         let node = &self.nodes[self.index(id)];
         if !node.running() || node.paused {
             return None;
         }
         let url = format!("http://{}/metrics", node.client_addr);
-        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
-        parse_metric(&text, name)
+        self.http.get(url).send().await.ok()?.text().await.ok()
     }
 }
 

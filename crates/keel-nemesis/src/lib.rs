@@ -22,6 +22,7 @@ pub mod bank;
 pub mod campaign;
 pub mod cluster;
 pub mod history;
+pub mod metrics;
 pub mod nemesis;
 pub mod proxy;
 pub mod report;

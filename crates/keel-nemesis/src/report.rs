@@ -81,6 +81,7 @@ pub fn render(
     summary: &Summary,
     events: &[Event],
     faults: &[FaultRecord],
+    samples: &[crate::metrics::Sample],
     config: &CampaignConfig,
     has_check_page: bool,
 ) -> String {
@@ -272,6 +273,17 @@ pub fn render(
         "<text x=\"4\" y=\"24\" font-size=\"10\">{peak} ops/s</text></svg>"
     );
 
+    // Protocol state over time, from the scraped metrics.
+    for (series, title) in [
+        (
+            "keel_commit_index",
+            "Commit index per node (scraped /metrics, about once a second)",
+        ),
+        ("keel_term", "Term per node"),
+    ] {
+        line_chart(&mut out, title, samples, series, end_ns, &fault_windows);
+    }
+
     // Fault timeline.
     out.push_str("<h2>Fault timeline</h2><table><tr><th>time</th><th>phase</th><th>fault</th><th>detail</th></tr>");
     for fault in faults {
@@ -284,8 +296,70 @@ pub fn render(
             escape(&fault.detail)
         );
     }
-    out.push_str("</table><p class=\"meta\">Files: history.jsonl (keel check format), faults.jsonl, summary.json, cluster/node-*.log.</p></body></html>\n");
+    out.push_str("</table><p class=\"meta\">Files: history.jsonl (keel check format), faults.jsonl, metrics.jsonl (scraped metrics), summary.json, cluster/node-*.log.</p></body></html>\n");
     out
+}
+
+/// One polyline per node of a scraped series over the run's time axis, fault windows shaded.
+fn line_chart(
+    out: &mut String,
+    title: &str,
+    samples: &[crate::metrics::Sample],
+    series: &str,
+    end_ns: u64,
+    fault_windows: &[(u64, u64, String)],
+) {
+    const NODE_COLORS: [&str; 8] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+    ];
+    let lines = crate::metrics::points(samples, series);
+    let height = HEIGHT_PX * 0.6;
+    let plot_w = WIDTH_PX - 2.0 * MARGIN_PX;
+    let plot_h = height - 2.0 * MARGIN_PX * 0.6;
+    let top = MARGIN_PX * 0.6;
+    let max = lines
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|(_, v)| *v))
+        .fold(1.0, f64::max);
+    let x = |t: u64| MARGIN_PX + plot_w * (t.min(end_ns) as f64 / end_ns.max(1) as f64);
+    let y = |v: f64| top + plot_h * (1.0 - v / max);
+    let _ = write!(
+        out,
+        r#"<h2>{}</h2><svg width="{WIDTH_PX}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
+        escape(title)
+    );
+    for (start, end, label) in fault_windows {
+        let x0 = x(*start);
+        let _ = write!(
+            out,
+            r##"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{plot_h:.1}" fill="#8888ff" fill-opacity="0.12"><title>{}</title></rect>"##,
+            (x(*end) - x0).max(1.5),
+            escape(label)
+        );
+    }
+    for (index, (node, line)) in lines.iter().enumerate() {
+        let color = NODE_COLORS[index % NODE_COLORS.len()];
+        let points: Vec<String> = line
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"><title>node {node}</title></polyline><text x="{:.1}" y="{:.1}" font-size="11" fill="{color}">node {node}</text>"#,
+            points.join(" "),
+            MARGIN_PX + 70.0 * index as f64,
+            height - 6.0
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text x="4" y="{:.1}" font-size="10">{max}</text><text x="4" y="{:.1}" font-size="10">0</text></svg>"#,
+        top + 10.0,
+        top + plot_h
+    );
+    if lines.is_empty() {
+        out.push_str("<p class=\"meta\">No samples.</p>");
+    }
 }
 
 /// The checks as a table: one row per verdict-bearing check.
@@ -395,4 +469,38 @@ fn checks_table(out: &mut String, json: &serde_json::Value) {
         );
     }
     out.push_str("</table>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Sample;
+
+    #[test]
+    fn a_line_chart_draws_one_line_per_node_with_the_fault_windows() {
+        let samples = vec![
+            Sample::from_text(1_000_000_000, 1, "keel_commit_index 10\n"),
+            Sample::from_text(2_000_000_000, 1, "keel_commit_index 30\n"),
+            Sample::from_text(1_500_000_000, 2, "keel_commit_index 20\n"),
+        ];
+        let windows = vec![(1_200_000_000, 1_800_000_000, "partition".to_string())];
+        let mut out = String::new();
+        line_chart(
+            &mut out,
+            "Commit index",
+            &samples,
+            "keel_commit_index",
+            2_000_000_000,
+            &windows,
+        );
+        assert_eq!(out.matches("<polyline").count(), 2, "{out}");
+        assert!(out.contains("<title>partition</title>"));
+        assert!(
+            out.contains(">30</text>"),
+            "the scale's top is the largest value"
+        );
+        let mut empty = String::new();
+        line_chart(&mut empty, "Term", &[], "keel_term", 1, &[]);
+        assert!(empty.contains("No samples."));
+    }
 }
