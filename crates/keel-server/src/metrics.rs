@@ -32,6 +32,11 @@ pub struct OpLevelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
     pub class: &'static str,
 }
@@ -132,6 +137,8 @@ pub struct Metrics {
     pub apply_lag_sampled_entries: Histogram,
     pub requests_total: Family<OpCodeLabel, Counter>,
     pub request_latency_seconds: HistogramFamily<OpLevelLabel>,
+    /// Latency by response code alone (op x level x code would be ~4,800 series).
+    pub request_latency_by_code_seconds: HistogramFamily<CodeLabel>,
     pub request_timeouts_total: Family<ClassLabel, Counter>,
     pub request_retries_total: Family<ClassLabel, Counter>,
     pub mode_transitions_total: Family<ModeLabel, Counter>,
@@ -167,6 +174,7 @@ impl Metrics {
             apply_lag_sampled_entries: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             requests_total: Family::default(),
             request_latency_seconds: Family::new_with_constructor(request_histogram),
+            request_latency_by_code_seconds: Family::new_with_constructor(request_histogram),
             request_timeouts_total: Family::default(),
             request_retries_total: Family::default(),
             mode_transitions_total: Family::default(),
@@ -192,6 +200,11 @@ impl Metrics {
                     });
                 }
             }
+        }
+        for code in CODES {
+            let _ = m
+                .request_latency_by_code_seconds
+                .get_or_create(&CodeLabel { code });
         }
         for class in CLASSES {
             let _ = m
@@ -315,6 +328,11 @@ impl Metrics {
             m.requests_total.clone(),
         );
         registry.register(
+            "request_latency_by_code_seconds",
+            "Client API request latency by response code",
+            m.request_latency_by_code_seconds.clone(),
+        );
+        registry.register(
             "request_latency_seconds",
             "Client API request latency by operation, read level and outcome",
             m.request_latency_seconds.clone(),
@@ -365,6 +383,9 @@ impl Metrics {
         let outcome = if code == "OK" { "ok" } else { "error" };
         self.request_latency_seconds
             .get_or_create(&OpLevelLabel { op, level, outcome })
+            .observe(seconds);
+        self.request_latency_by_code_seconds
+            .get_or_create(&CodeLabel { code })
             .observe(seconds);
     }
 
