@@ -597,22 +597,17 @@ async fn maybe_forward(
     } else {
         format!("http://{addr}{}?{}", uri.path(), query.join("&"))
     };
-    let request = state
+    let mut request = state
         .http
         .request(method, &url)
         .header("content-type", "application/json")
         .header("x-keel-forwarded-by", state.shared.node_id.to_string())
-        .header(
-            "authorization",
-            state
-                .shared
-                .auth
-                .as_ref()
-                .map(|t| t.service_authorization())
-                .unwrap_or_default(),
-        )
         .timeout(Duration::from_millis(state.request_timeout_ms + 2000))
         .body(body);
+    if let Some(tokens) = &state.shared.auth {
+        // The client was authorized here; the leader sees this node's own credentials.
+        request = request.header("authorization", tokens.service_authorization());
+    }
     match request.send().await {
         Ok(resp) => {
             let status = resp.status();
