@@ -32,6 +32,11 @@ pub struct OpLevelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: &'static str,
 }
@@ -53,6 +58,15 @@ pub const ADMISSION_REASONS: [&str; 9] = [
     "shutting_down",
     "body_too_large",
 ];
+/// Node roles (`role` label of `keel_role`): the core's roles plus `learner`.
+pub const ROLES: [&str; 5] = [
+    "follower",
+    "pre-candidate",
+    "candidate",
+    "leader",
+    "learner",
+];
+
 /// Node modes (the `mode` label's only values).
 pub const MODES: [&str; 8] = [
     "healthy",
@@ -120,6 +134,7 @@ pub struct Metrics {
     pub leader_id: Gauge,
     pub lease_valid: Gauge,
     pub mode: Family<ModeLabel, Gauge>,
+    pub role: Family<RoleLabel, Gauge>,
     pub leader_changes_total: Counter,
     pub commit_index_regressions_total: Counter,
     pub snapshot_install_failures_total: Counter,
@@ -158,6 +173,7 @@ impl Metrics {
             leader_id: Gauge::default(),
             lease_valid: Gauge::default(),
             mode: Family::default(),
+            role: Family::default(),
             leader_changes_total: Counter::default(),
             commit_index_regressions_total: Counter::default(),
             snapshot_install_failures_total: Counter::default(),
@@ -223,6 +239,9 @@ impl Metrics {
         for mode in MODES {
             let _ = m.mode.get_or_create(&ModeLabel { mode });
         }
+        for role in ROLES {
+            let _ = m.role.get_or_create(&RoleLabel { role });
+        }
         for reason in crate::auth::Failure::REASONS {
             let _ = m
                 .authz_failures_total
@@ -252,6 +271,7 @@ impl Metrics {
             m.lease_valid.clone(),
         );
         registry.register("mode", "1 for the node's current mode", m.mode.clone());
+        registry.register("role", "1 for the node's current role", m.role.clone());
         registry.register(
             "leader_changes",
             "Changes of the known leader",
@@ -418,6 +438,15 @@ impl Metrics {
         self.admission_rejected_total
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    pub fn set_role(&self, current: &'static str) {
+        assert!(ROLES.contains(&current), "unknown role {current:?}");
+        for role in ROLES {
+            self.role
+                .get_or_create(&RoleLabel { role })
+                .set(i64::from(role == current));
+        }
     }
 
     pub fn set_mode(&self, current: &'static str) {

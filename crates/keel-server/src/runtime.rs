@@ -1368,6 +1368,7 @@ impl Runtime {
         metrics.apply_lag_entries.set(apply_lag as i64);
         metrics.apply_lag_sampled_entries.observe(apply_lag as f64);
         metrics.set_mode(mode);
+        metrics.set_role(role);
         if mode != self.published_mode {
             if !self.published_mode.is_empty() {
                 metrics.mode_transition(mode);
