@@ -307,17 +307,10 @@ impl Cluster {
         let recovery = host.disk.open(false).expect("storage opens");
         let now = host.clock.read(now_us);
         let mut node = Node::new(Self::config(id), recovery.restored, now).expect("node starts");
-        host.app = match &recovery.snapshot {
-            Some(s) => {
-                node.set_snapshot(s.clone());
-                if s.meta.index == 0 {
-                    App::default()
-                } else {
-                    App::restore(&s.data)
-                }
-            }
-            None => App::default(),
-        };
+        if let Some(s) = &recovery.snapshot {
+            node.set_snapshot(s.clone());
+        }
+        host.app = App::recovered(recovery.snapshot.as_ref());
         host.life += 1;
         host.proposals.clear();
         host.reads.clear();

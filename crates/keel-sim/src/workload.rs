@@ -118,6 +118,15 @@ impl App {
         out.into_bytes()
     }
 
+    /// The application a node boots with: its recovered snapshot's state (empty for the
+    /// bootstrap snapshot at index 0, or none).
+    pub fn recovered(snapshot: Option<&keel_core::Snapshot>) -> App {
+        match snapshot {
+            Some(s) if s.meta.index > 0 => App::restore(&s.data),
+            _ => App::default(),
+        }
+    }
+
     pub fn restore(bytes: &[u8]) -> App {
         let s = std::str::from_utf8(bytes).expect("snapshot is utf-8");
         let mut lines = s.lines();

@@ -258,17 +258,10 @@ impl World {
                 })
             }
         };
-        host.app = match &recovery.snapshot {
-            Some(s) => {
-                node.set_snapshot(s.clone());
-                if s.meta.index == 0 {
-                    App::default()
-                } else {
-                    App::restore(&s.data)
-                }
-            }
-            None => App::default(),
-        };
+        if let Some(s) = &recovery.snapshot {
+            node.set_snapshot(s.clone());
+        }
+        host.app = App::recovered(recovery.snapshot.as_ref());
         host.life += 1;
         host.proposals.clear();
         host.reads.clear();
