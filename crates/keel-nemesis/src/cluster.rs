@@ -630,6 +630,20 @@ impl Cluster {
     }
 
     /// Restarts node `id` with a clock offset (or none).
+    /// Restarts with a true clock every member whose skew matches `skewed`.
+    pub fn restart_true_clock_where(&mut self, skewed: impl Fn(&ClockSkew) -> bool) -> Result<()> {
+        let ids: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.member && n.skew.as_ref().is_some_and(&skewed))
+            .map(|n| n.id)
+            .collect();
+        for id in ids {
+            self.restart_with_skew(id, None)?;
+        }
+        Ok(())
+    }
+
     pub fn restart_with_skew(&mut self, id: u64, skew: Option<ClockSkew>) -> Result<()> {
         self.kill(id)?;
         let index = self.index(id);

@@ -792,32 +792,13 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
         }
         FaultKind::ClockBeyond => {
             // Back to a true clock after the hold (the clock-beyond window is in the log).
-            let beyond: Vec<u64> = cluster
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.member
-                        && n.skew.is_some_and(|s| {
-                            s.offset_ms.unsigned_abs() > clock_uncertainty_ms || s.rate_ppm != 0
-                        })
-                })
-                .map(|n| n.id)
-                .collect();
-            for id in beyond {
-                cluster.restart_with_skew(id, None)?;
-            }
+            cluster.restart_true_clock_where(|s| {
+                s.offset_ms.unsigned_abs() > clock_uncertainty_ms || s.rate_ppm != 0
+            })?;
         }
         FaultKind::ClockDrift => {
             // Back to a true clock before the drift could carry the error past the bound.
-            let drifting: Vec<u64> = cluster
-                .nodes
-                .iter()
-                .filter(|n| n.member && n.skew.is_some_and(|s| s.rate_ppm != 0))
-                .map(|n| n.id)
-                .collect();
-            for id in drifting {
-                cluster.restart_with_skew(id, None)?;
-            }
+            cluster.restart_true_clock_where(|s| s.rate_ppm != 0)?;
         }
         FaultKind::NoisyNeighbour => cluster.stop_noisy(),
         FaultKind::ClockJump => {
