@@ -16,6 +16,7 @@ use crate::history::{faults_to_jsonl, to_jsonl, Event, Recorder};
 use crate::metrics;
 use crate::nemesis::{self, FaultKind};
 use crate::report;
+use crate::upgrade;
 use crate::workload::{self, Workload, WorkloadMix, WorkloadSpec};
 use crate::{bank, staleness};
 
@@ -56,6 +57,8 @@ pub struct CampaignConfig {
     /// Every server's configured clock uncertainty (`clock_uncertainty_ms`): the `clock` fault
     /// stays within it, `clock-beyond` goes past it.
     pub clock_uncertainty_ms: u64,
+    /// The build the `upgrade` fault rolls nodes to (`--upgrade-to`).
+    pub upgrade_to: Option<PathBuf>,
 }
 
 impl CampaignConfig {
@@ -78,6 +81,7 @@ impl CampaignConfig {
             workloads: WorkloadMix::parse("all").expect("known"),
             bank_accounts: 5,
             clock_uncertainty_ms: crate::cluster::CLOCK_UNCERTAINTY_MS_DEFAULT,
+            upgrade_to: None,
         }
     }
 }
@@ -168,6 +172,11 @@ async fn wait_for_write(cluster: &mut Cluster, bound_ms: u64) -> Result<Option<u
 /// Runs one campaign. Errors are harness errors (exit 2); violations are in the summary.
 pub async fn run(config: CampaignConfig) -> Result<Summary> {
     let started = Instant::now();
+    let upgrading = config.faults.contains(&FaultKind::Upgrade);
+    anyhow::ensure!(
+        !upgrading || config.upgrade_to.is_some(),
+        "the upgrade fault needs --upgrade-to BIN (the build to upgrade to)"
+    );
     std::fs::create_dir_all(&config.out_dir)
         .with_context(|| format!("cannot create {}", config.out_dir.display()))?;
     let spec = ClusterSpec {
@@ -183,6 +192,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         } else {
             0
         },
+        upgrade_bin: config.upgrade_to.clone(),
     };
     let mut cluster = Cluster::create(spec).await?;
     let mut notes = Vec::new();
@@ -511,6 +521,55 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
             }
         }
     }
+    // The rolling upgrade: its checks, and every member's final build and versions.
+    let upgrade_json = if upgrading {
+        let progress = env
+            .upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        problems.extend(progress.problems());
+        let statuses = cluster.statuses().await;
+        let final_nodes: Vec<_> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| {
+                let versions = statuses
+                    .iter()
+                    .find(|s| s.node_id == n.id)
+                    .map(upgrade::versions_of);
+                (n.id, n.binary, versions)
+            })
+            .collect();
+        if progress.finalized() {
+            for (id, _, versions) in &final_nodes {
+                if let Some(v) = versions {
+                    if v.cluster_version != upgrade::UPGRADED_VERSION
+                        || v.data_format != upgrade::UPGRADED_VERSION
+                    {
+                        problems.push(format!(
+                            "upgrade: at the end node {id} reports cluster version {} data format {} after finalization",
+                            v.cluster_version, v.data_format
+                        ));
+                    }
+                }
+            }
+        }
+        let upgrade_bin = config
+            .upgrade_to
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let json = upgrade::summary_json(&progress, &final_nodes, &upgrade_bin);
+        notes.push(format!(
+            "rolling upgrade: {}",
+            json["summary"].as_str().unwrap_or("-")
+        ));
+        json
+    } else {
+        Value::Null
+    };
     let frames_duplicated = cluster.frames_duplicated();
     cluster.stop_all();
 
@@ -653,6 +712,7 @@ pub async fn run(config: CampaignConfig) -> Result<Summary> {
         },
         "clock_assumption_violated": clock_violated,
         "clock_beyond": clock_beyond.iter().map(|(id, offset, flagged)| json!({"node": id, "offset_ms": offset, "flagged": flagged})).collect::<Vec<_>>(),
+        "upgrade": upgrade_json,
         "membership_changes": env.membership.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "rolling_restarts": rolling.iter().map(|(id, ms)| json!({"node": id, "caught_up_ms": ms})).collect::<Vec<_>>(),
         "lease_reads_excluded": lease_reads_excluded,

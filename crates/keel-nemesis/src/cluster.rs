@@ -32,6 +32,8 @@ const HTTP_TIMEOUT_MS: u64 = 1_000;
 pub const CLOCK_UNCERTAINTY_MS_DEFAULT: u64 = 100;
 /// A gracefully stopped node (SIGTERM) is killed if it has not exited within this.
 pub const GRACEFUL_STOP_MS_MAX: u64 = 5_000;
+/// What [`Cluster::start_expecting_refusal`] reads of a log, at most.
+const LOG_EXCERPT_BYTES_MAX: u64 = 64 * 1024;
 /// The burner's busy loop: iterations between checks that the harness is still alive.
 const NOISY_SPIN_ITERATIONS: u64 = 20_000;
 
@@ -50,6 +52,41 @@ pub struct ClusterSpec {
     /// place: the membership fault adds them as learners. A slot is used once (an id removed
     /// from the configuration never comes back).
     pub spares: usize,
+    /// The build a rolling upgrade moves nodes to (`--upgrade-to`); None: every node runs
+    /// `keel_bin` for the whole run.
+    pub upgrade_bin: Option<PathBuf>,
+}
+
+/// Which build a node runs: the tested one (`keel_bin`) or the one a rolling upgrade moves
+/// it to (`upgrade_bin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Binary {
+    Old,
+    Next,
+}
+
+impl Binary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Binary::Old => "old",
+            Binary::Next => "next",
+        }
+    }
+}
+
+/// What became of a binary started on a node's data directory that was expected to refuse
+/// it (see [`Cluster::start_expecting_refusal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRefusal {
+    /// The exit status, or None: still running at the bound (killed then).
+    pub exit: Option<String>,
+    /// Exited with a non-zero status.
+    pub failed: bool,
+    /// The text expected in what the process wrote appeared.
+    pub message_seen: bool,
+    pub elapsed_ms: u64,
+    /// The last line the process wrote (bounded).
+    pub last_line: String,
 }
 
 /// Per-node clock skew through libfaketime (`FAKETIME` offset, seconds, and rate; monotonic
@@ -97,6 +134,8 @@ pub struct Node {
     pub starts: u64,
     /// In the configuration (an initial voter, or a spare added; false once removed).
     pub member: bool,
+    /// The build every (re)start of this node uses.
+    pub binary: Binary,
     /// The node's ports held until it first starts: sockets bound but not listening
     /// (connections are refused, and no outgoing connection takes the port as its ephemeral
     /// port).
@@ -138,6 +177,9 @@ pub struct Cluster {
     faketime_lib: Option<PathBuf>,
     http: reqwest::Client,
     noisy: Option<Noisy>,
+    /// The build a spare starts on: the old one until a rolling upgrade is finalized (a node
+    /// joining mid-upgrade must be upgraded too), the next one after.
+    spare_binary: Binary,
 }
 
 /// A running noisy neighbour.
@@ -224,6 +266,11 @@ impl Cluster {
             bail!("--election-timeout-ms must be at least 50");
         }
         let peer_routes_supported = serve_supports(&spec.keel_bin, "--peer-routes")?;
+        if let Some(upgrade_bin) = &spec.upgrade_bin {
+            // Runs at all (`serve --help`): a bad path is a usage error now, not mid-run.
+            serve_supports(upgrade_bin, "--peer-routes")
+                .with_context(|| format!("--upgrade-to {}", upgrade_bin.display()))?;
+        }
         let fsync_delay_supported = serve_supports(&spec.keel_bin, "--test-fsync-delay-ms")?;
         std::fs::create_dir_all(&spec.dir)
             .with_context(|| format!("cannot create {}", spec.dir.display()))?;
@@ -248,6 +295,7 @@ impl Cluster {
                     fsync_delay_ms: 0,
                     starts: 0,
                     member: index < spec.nodes,
+                    binary: Binary::Old,
                     reserved: Vec::new(),
                 }
             })
@@ -287,6 +335,7 @@ impl Cluster {
             faketime_lib: find_faketime_lib(),
             http,
             noisy: None,
+            spare_binary: Binary::Old,
         })
     }
 
@@ -355,12 +404,41 @@ impl Cluster {
         Ok(())
     }
 
-    /// Starts (or restarts) node `id` on its data directory.
+    /// The path of build `binary`.
+    pub fn binary_path(&self, binary: Binary) -> Result<&Path> {
+        match (binary, &self.spec.upgrade_bin) {
+            (Binary::Old, _) => Ok(&self.spec.keel_bin),
+            (Binary::Next, Some(path)) => Ok(path),
+            (Binary::Next, None) => bail!("no --upgrade-to build to run"),
+        }
+    }
+
+    /// Starts (or restarts) node `id` on its data directory, on the node's current build.
     pub fn start(&mut self, id: u64) -> Result<()> {
         let index = self.index(id);
         if self.nodes[index].running() {
             return Ok(());
         }
+        if self.nodes[index].starts == 0 && index >= self.spec.nodes {
+            // A spare joins on the build the cluster is on now.
+            self.nodes[index].binary = self.spare_binary;
+        }
+        let mut command = self.command(id, self.nodes[index].binary)?;
+        // The held ports go to the server now.
+        self.nodes[index].reserved.clear();
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start node {id}"))?;
+        let node = &mut self.nodes[index];
+        node.child = Some(child);
+        node.paused = false;
+        node.starts += 1;
+        Ok(())
+    }
+
+    /// The `keel serve` command line of node `id` on build `binary`, output to its log.
+    fn command(&self, id: u64, binary: Binary) -> Result<Command> {
+        let index = self.index(id);
         let peer_clients = self.map(false, |n| n.client_addr.clone());
         let (peers, routes) = if self.peer_routes_supported {
             let routes = self
@@ -399,7 +477,7 @@ impl Cluster {
             )
             .with_context(|| format!("{}", config_path.display()))?;
         }
-        let mut command = Command::new(&self.spec.keel_bin);
+        let mut command = Command::new(self.binary_path(binary)?);
         if self.spec.clock_uncertainty_ms.is_some() {
             command.arg("serve").arg("--config").arg(&config_path);
         } else {
@@ -446,16 +524,7 @@ impl Cluster {
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
         }
-        // The held ports go to the server now.
-        self.nodes[index].reserved.clear();
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start node {id}"))?;
-        let node = &mut self.nodes[index];
-        node.child = Some(child);
-        node.paused = false;
-        node.starts += 1;
-        Ok(())
+        Ok(command)
     }
 
     fn signal(&self, id: u64, signal: rustix::process::Signal) -> Result<()> {
@@ -503,6 +572,90 @@ impl Cluster {
     /// Stops node `id` with SIGTERM (a graceful shutdown), kill -9 if it has not exited within
     /// `GRACEFUL_STOP_MS_MAX`; then starts it again on its data. Returns how it stopped.
     pub async fn restart_graceful(&mut self, id: u64) -> Result<&'static str> {
+        let how = self.stop_graceful(id).await?;
+        self.start(id)?;
+        Ok(how)
+    }
+
+    /// Stops node `id` gracefully (see [`Cluster::restart_graceful`]) and starts it again on
+    /// build `binary`, which it runs from then on. Returns how it stopped.
+    pub async fn restart_on(&mut self, id: u64, binary: Binary) -> Result<&'static str> {
+        self.binary_path(binary)?;
+        let how = self.stop_graceful(id).await?;
+        let index = self.index(id);
+        self.nodes[index].binary = binary;
+        self.start(id)?;
+        assert_eq!(self.nodes[index].binary, binary);
+        Ok(how)
+    }
+
+    /// A rolling upgrade was finalized: spares not yet started join on the next build.
+    pub fn upgrade_finalized(&mut self) {
+        self.spare_binary = Binary::Next;
+        for node in self.nodes.iter_mut().filter(|n| n.starts == 0) {
+            node.binary = Binary::Next;
+        }
+    }
+
+    /// Starts build `binary` on the data directory of node `id` (which must be stopped) once,
+    /// expecting it to refuse to run: waits up to `bound_ms` for it to exit (killed at the
+    /// bound) and looks for `message` in what it wrote to the node's log. The node's own
+    /// build and state are unchanged.
+    pub async fn start_expecting_refusal(
+        &mut self,
+        id: u64,
+        binary: Binary,
+        message: &str,
+        bound_ms: u64,
+    ) -> Result<StartRefusal> {
+        let index = self.index(id);
+        if self.nodes[index].running() {
+            bail!("node {id} must be stopped before another build is tried on its data");
+        }
+        let log_path = self.nodes[index].log_path.clone();
+        let log_offset = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+        let started = std::time::Instant::now();
+        let mut child = self
+            .command(id, binary)?
+            .spawn()
+            .with_context(|| format!("cannot start {} on node {id}'s data", binary.name()))?;
+        let polls_max = bound_ms / 50 + 1;
+        let mut exit = None;
+        for _ in 0..polls_max {
+            if let Ok(Some(status)) = child.try_wait() {
+                exit = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if exit.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let written = read_from(&log_path, log_offset, LOG_EXCERPT_BYTES_MAX);
+        let last_line_chars_max = 300;
+        let last_line = written
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(last_line_chars_max)
+            .collect();
+        assert!(!self.nodes[index].running());
+        Ok(StartRefusal {
+            exit: exit.map(|s| s.to_string()),
+            failed: exit.is_some_and(|s| !s.success()),
+            message_seen: written.contains(message),
+            elapsed_ms,
+            last_line,
+        })
+    }
+
+    /// Stops node `id` with SIGTERM, kill -9 if it has not exited within
+    /// `GRACEFUL_STOP_MS_MAX`. Returns how it stopped.
+    pub async fn stop_graceful(&mut self, id: u64) -> Result<&'static str> {
         let index = self.index(id);
         let mut how = "not running";
         if self.nodes[index].running() {
@@ -526,7 +679,6 @@ impl Cluster {
             self.kill(id)?;
         }
         assert!(!self.nodes[index].running());
-        self.start(id)?;
         Ok(how)
     }
 
@@ -805,6 +957,20 @@ impl Cluster {
         let url = format!("http://{}/metrics", node.client_addr);
         self.http.get(url).send().await.ok()?.text().await.ok()
     }
+}
+
+/// Up to `bytes_max` of the file at `path` from byte `offset` on (lossy UTF-8; empty if
+/// unreadable).
+fn read_from(path: &Path, offset: u64, bytes_max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.take(bytes_max).read_to_end(&mut bytes);
+        }
+    }
+    assert!(bytes.len() as u64 <= bytes_max);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Sums every sample of metric `name` in Prometheus text; None if absent.

@@ -7,6 +7,8 @@
 //!   libfaketime, a noisy neighbour, spare node slots for membership changes; everything dies
 //!   with the harness.
 //! - [`nemesis`]: the seeded fault schedule (`--seed`, `--faults` mix) and its executor.
+//! - [`upgrade`]: the rolling upgrade to an `--upgrade-to` build: a pure seeded planner
+//!   (upgrade, roll back, finalize, check the old build is refused) and its steps.
 //! - [`workload`]: concurrent `keel-client` workers (registers, linearizable readers on every
 //!   node, `bounded`/`any` reads, an append-only set, duplicate session submissions, the bank),
 //!   every operation recorded.
@@ -27,6 +29,7 @@ pub mod nemesis;
 pub mod proxy;
 pub mod report;
 pub mod staleness;
+pub mod upgrade;
 pub mod workload;
 
 pub use campaign::{parse_duration_ms, run, run_blocking, CampaignConfig, Summary};

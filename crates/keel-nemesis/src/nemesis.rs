@@ -69,6 +69,10 @@ pub enum FaultKind {
     /// Restart a node whose wall clock drifts (libfaketime rate) so little that its error
     /// stays within half the clock uncertainty for the hold; true clock again at the end.
     ClockDrift,
+    /// One step of a seeded rolling upgrade to the `--upgrade-to` build (upgrade a node, roll
+    /// one back, finalize, check that the old build then refuses): see [`crate::upgrade`].
+    /// Only with `--upgrade-to`.
+    Upgrade,
 }
 
 /// What the executor needs beyond the cluster, and what it reports back.
@@ -87,6 +91,8 @@ pub struct NemesisEnv {
     pub membership: std::sync::Mutex<Vec<String>>,
     /// A clock jump about to happen: (node, offset ms), set when the fault starts.
     pub pending_jump: std::sync::Mutex<Option<(u64, i64)>>,
+    /// The rolling upgrade's progress and checks.
+    pub upgrade: std::sync::Mutex<crate::upgrade::Progress>,
 }
 
 /// A clock-jump node runs this long on a true clock before its clock jumps.
@@ -97,9 +103,12 @@ pub const DISCONTINUITIES_METRIC: &str = "keel_clock_discontinuities_total";
 /// A restarted node must catch up within this during a rolling restart (else the roll goes on
 /// and the run notes it).
 pub const ROLLING_CATCH_UP_MS_MAX: u64 = 10_000;
+/// While fewer `upgrade` steps than this are scheduled, three steps in four are `upgrade` (a
+/// rolling upgrade needs about nodes + 2 x rollbacks + 2 firings to finish and be checked).
+pub const UPGRADE_STEPS_DENSE: usize = 24;
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Partition,
         FaultKind::IsolateLeader,
         FaultKind::Asymmetric,
@@ -119,6 +128,7 @@ impl FaultKind {
         FaultKind::Membership,
         FaultKind::ClockJump,
         FaultKind::ClockDrift,
+        FaultKind::Upgrade,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,15 +152,31 @@ impl FaultKind {
             FaultKind::Membership => "membership",
             FaultKind::ClockJump => "clock-jump",
             FaultKind::ClockDrift => "clock-drift",
+            FaultKind::Upgrade => "upgrade",
         }
     }
 
-    /// Parses a comma list: names above, `partitions` (every network partition kind), `all`.
+    /// Parses a comma list: names above, `partitions` (every network partition kind), `all`
+    /// (every kind but `upgrade`, which needs an upgrade build: see
+    /// [`FaultKind::parse_mix_with`]).
     pub fn parse_mix(text: &str) -> Result<Vec<FaultKind>> {
+        FaultKind::parse_mix_with(text, false)
+    }
+
+    /// Like [`FaultKind::parse_mix`]; with `upgrade_build` (`--upgrade-to` given), `upgrade`
+    /// is allowed and `all` includes it.
+    pub fn parse_mix_with(text: &str, upgrade_build: bool) -> Result<Vec<FaultKind>> {
         let mut mix = BTreeSet::new();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
-                "all" => mix.extend(FaultKind::ALL),
+                "all" => mix.extend(
+                    FaultKind::ALL
+                        .into_iter()
+                        .filter(|&k| upgrade_build || k != FaultKind::Upgrade),
+                ),
+                "upgrade" if !upgrade_build => {
+                    bail!("fault \"upgrade\" needs --upgrade-to BIN (the build to upgrade to)")
+                }
                 "none" => {}
                 "partitions" => mix.extend([
                     FaultKind::Partition,
@@ -199,11 +225,27 @@ pub fn schedule(
         return steps;
     }
     let mut elapsed_ms = 0;
+    let upgrading = mix.contains(&FaultKind::Upgrade);
+    let mut upgrade_steps = 0;
     while elapsed_ms < duration_ms && steps.len() < STEPS_MAX {
-        let kind = *mix.choose(&mut rng).expect("non-empty mix");
-        let quiet_ms = rng.gen_range(500..=2_000);
+        // A rolling upgrade needs many firings: dense at first (the rng is drawn only when
+        // `upgrade` is in the mix, so other mixes keep their schedules).
+        let dense = upgrading && upgrade_steps < UPGRADE_STEPS_DENSE && rng.gen_ratio(3, 4);
+        let kind = if dense {
+            FaultKind::Upgrade
+        } else {
+            *mix.choose(&mut rng).expect("non-empty mix")
+        };
+        upgrade_steps += usize::from(kind == FaultKind::Upgrade);
+        let quiet_ms = if kind == FaultKind::Upgrade {
+            rng.gen_range(300..=1_000)
+        } else {
+            rng.gen_range(500..=2_000)
+        };
         let hold_ms = match kind {
             FaultKind::Transfer | FaultKind::Reset => 0,
+            // Nominal: a graceful restart and a catch-up.
+            FaultKind::Upgrade => 2_000,
             // Nominal: the roll takes as long as the nodes need to catch up.
             FaultKind::RollingRestart | FaultKind::Membership => 3_000,
             // Longer than the election timeout so the pause really deposes a leader.
@@ -257,6 +299,14 @@ pub async fn run(
             let detail = rolling_restart(cluster, env, deadline).await?;
             recorder.fault("end", step.kind.name(), detail);
             applied += 1;
+            continue;
+        }
+        if step.kind == FaultKind::Upgrade {
+            let progress = &env.upgrade;
+            let done = crate::upgrade::step(cluster, progress, recorder, step.choice, deadline);
+            if done.await?.is_some() {
+                applied += 1;
+            }
             continue;
         }
         if step.kind == FaultKind::Membership {
@@ -344,6 +394,9 @@ pub async fn run(
             recorder.fault("end", step.kind.name(), detail);
         }
     }
+    if let Some(last) = steps.iter().rev().find(|s| s.kind == FaultKind::Upgrade) {
+        crate::upgrade::finish(cluster, &env.upgrade, recorder, last.choice).await?;
+    }
     Ok(applied)
 }
 
@@ -373,13 +426,7 @@ async fn rolling_restart(
             break;
         }
         let how = cluster.lock().await.restart_graceful(id).await?;
-        // Bounded, and never far past the end of the fault time.
-        let bound_ms = ROLLING_CATCH_UP_MS_MAX.min(
-            deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .as_millis() as u64
-                + 2_000,
-        );
+        let bound_ms = catch_up_bound_ms(deadline);
         let caught_up_ms = wait_caught_up(cluster, id, bound_ms).await;
         lock(&env.rolling).push((id, caught_up_ms));
         done.push(format!(
@@ -392,10 +439,19 @@ async fn rolling_restart(
     Ok(format!("restarted {}", done.join(", ")))
 }
 
+/// How long a restarted node may take to catch up: bounded, and never far past the end of the
+/// fault time.
+pub(crate) fn catch_up_bound_ms(deadline: tokio::time::Instant) -> u64 {
+    let remaining_ms = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .as_millis() as u64;
+    ROLLING_CATCH_UP_MS_MAX.min(remaining_ms + 2_000)
+}
+
 /// Waits (bounded) until node `id` answers, knows a leader and has applied the commit index
 /// the leader had when the wait began (the leader's commit moves on under load: chasing it
 /// would never end). Returns the time it took.
-async fn wait_caught_up(
+pub(crate) async fn wait_caught_up(
     cluster: &tokio::sync::Mutex<Cluster>,
     id: u64,
     bound_ms: u64,
@@ -465,12 +521,7 @@ async fn membership_change(
     }
     cluster.lock().await.set_member(spare, true);
     detail.push_str(", added as learner");
-    let bound_ms = ROLLING_CATCH_UP_MS_MAX.min(
-        deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .as_millis() as u64
-            + 2_000,
-    );
+    let bound_ms = catch_up_bound_ms(deadline);
     match wait_caught_up(cluster, spare, bound_ms).await {
         Some(ms) => detail.push_str(&format!(", caught up in {ms} ms")),
         None => {
@@ -751,8 +802,8 @@ async fn start_fault(
             cluster.set_all_links(LinkMode::Duplicate);
             "every peer frame on every link sent twice".to_string()
         }
-        FaultKind::RollingRestart | FaultKind::Membership => {
-            unreachable!("run() executes rolling restarts and membership changes itself")
+        FaultKind::RollingRestart | FaultKind::Membership | FaultKind::Upgrade => {
+            unreachable!("run() executes rolling restarts, membership changes and upgrades itself")
         }
         FaultKind::SlowDisk => {
             if !cluster.fsync_delay_supported {
@@ -813,7 +864,7 @@ fn end_fault(cluster: &mut Cluster, step: &Step, clock_uncertainty_ms: u64) -> R
                 cluster.jump_clock(id, 0)?;
             }
         }
-        FaultKind::RollingRestart | FaultKind::Membership => {}
+        FaultKind::RollingRestart | FaultKind::Membership | FaultKind::Upgrade => {}
         FaultKind::SlowDisk => {
             let slow: Vec<u64> = cluster
                 .nodes
@@ -896,10 +947,47 @@ mod tests {
     fn mix_parsing() {
         assert_eq!(
             FaultKind::parse_mix("all").unwrap().len(),
-            FaultKind::ALL.len()
+            FaultKind::ALL.len() - 1,
+            "all but upgrade without an upgrade build"
+        );
+        assert!(!FaultKind::parse_mix("all")
+            .unwrap()
+            .contains(&FaultKind::Upgrade));
+        let with = FaultKind::parse_mix_with("all", true).unwrap();
+        assert_eq!(with.len(), FaultKind::ALL.len());
+        let error = FaultKind::parse_mix("kill,upgrade")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--upgrade-to"), "{error}");
+        assert_eq!(
+            FaultKind::parse_mix_with("upgrade", true).unwrap(),
+            vec![FaultKind::Upgrade]
         );
         assert_eq!(FaultKind::parse_mix("partitions").unwrap().len(), 5);
         assert!(FaultKind::parse_mix("partition,bogus").is_err());
+    }
+
+    #[test]
+    fn upgrade_steps_are_dense_enough_to_finish_in_a_short_run() {
+        let mix = FaultKind::parse_mix_with(
+            "partition,isolate-leader,kill,pause,transfer,clock,duplicate,noisy-neighbour,rolling-restart,membership,upgrade",
+            true,
+        )
+        .unwrap();
+        for seed in 1..50 {
+            let steps = schedule(seed, &mix, 60_000, 300);
+            let upgrades = steps
+                .iter()
+                .filter(|s| s.kind == FaultKind::Upgrade)
+                .count();
+            // 3 nodes: 3 upgrades + 2 x 2 rollbacks (the last upgrade finalizes) + the refusal
+            // check, + 1 for a spare that joined on the old build.
+            assert!(upgrades >= 9, "seed {seed}: {upgrades} upgrade steps");
+            assert!(upgrades < steps.len(), "other faults still run");
+        }
+        let plain = FaultKind::parse_mix("partition,kill,pause").unwrap();
+        let a = schedule(7, &plain, 60_000, 300);
+        assert!(a.iter().all(|s| s.kind != FaultKind::Upgrade));
     }
 
     #[test]

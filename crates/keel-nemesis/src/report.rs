@@ -441,6 +441,14 @@ fn checks_table(out: &mut String, json: &serde_json::Value) {
             ),
         ),
         (
+            "rolling upgrade (mixed builds, rollback, finalize, old build refused)",
+            if json["upgrade"].is_null() {
+                "not in the mix".to_string()
+            } else {
+                get(&["upgrade", "summary"])
+            },
+        ),
+        (
             "commit index never regressed (metric)",
             get(&["regressions_seen_during_run"]),
         ),

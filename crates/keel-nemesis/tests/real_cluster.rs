@@ -59,6 +59,7 @@ async fn partition_blocks_traffic() {
         seed: 9,
         clock_uncertainty_ms: None,
         spares: 0,
+        upgrade_bin: None,
     };
     let mut cluster = Cluster::create(spec).await.expect("cluster");
     cluster.start_all().await.expect("start");

@@ -20,8 +20,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Fault mix, comma-separated: partition, isolate-leader, asymmetric, bridge, flapping,
-    /// delay, reset, duplicate, kill, pause, transfer, clock, clock-beyond, clock-jump, slow-disk,
-    /// noisy-neighbour, rolling-restart; or `partitions`, `all`, `none`.
+    /// delay, reset, duplicate, kill, pause, transfer, clock, clock-beyond, clock-jump,
+    /// clock-drift, slow-disk, noisy-neighbour, rolling-restart, membership, upgrade (needs
+    /// --upgrade-to); or `partitions`, `all` (with upgrade only when --upgrade-to is given),
+    /// `none`.
     #[arg(long, default_value = "partition,isolate-leader,kill,pause,transfer")]
     pub faults: String,
     /// Fixes the fault schedule and the workload's choices (not the system's timing).
@@ -69,6 +71,11 @@ pub struct Args {
     /// skews stay within it, `clock-beyond` goes past it.
     #[arg(long, default_value_t = keel_nemesis::cluster::CLOCK_UNCERTAINTY_MS_DEFAULT)]
     pub clock_uncertainty_ms: u64,
+    /// The next release's build (e.g. target/release/keel-next from scripts/build-next): the
+    /// `upgrade` fault rolls nodes to it one by one, sometimes back, then finalizes the
+    /// upgrade and checks that this build then refuses the upgraded data.
+    #[arg(long, value_name = "BIN")]
+    pub upgrade_to: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -83,7 +90,16 @@ pub fn run(args: Args) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let faults = match FaultKind::parse_mix(&args.faults) {
+    if let Some(bin) = &args.upgrade_to {
+        if !bin.is_file() {
+            eprintln!(
+                "keel nemesis: --upgrade-to {}: no such file (build it with scripts/build-next)",
+                bin.display()
+            );
+            return EXIT_USAGE;
+        }
+    }
+    let faults = match FaultKind::parse_mix_with(&args.faults, args.upgrade_to.is_some()) {
         Ok(faults) => faults,
         Err(e) => {
             eprintln!("keel nemesis: {e:#}");
@@ -148,6 +164,7 @@ pub fn run(args: Args) -> i32 {
     config.workloads = workloads;
     config.bank_accounts = args.bank_accounts;
     config.clock_uncertainty_ms = args.clock_uncertainty_ms;
+    config.upgrade_to = args.upgrade_to;
     println!(
         "keel nemesis: {} nodes, {} ms, faults {}, workload {}, seed {}, output {}",
         config.nodes,
