@@ -18,11 +18,13 @@ pub enum Kind {
     RepairCompleted,
     AnchorCommitted,
     NodeStarted,
+    /// A cluster version change applied (an upgrade finalized): every node records it.
+    UpgradeFinalized,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::ElectionWon,
         Kind::MembershipProposed,
         Kind::MembershipCommitted,
@@ -38,6 +40,7 @@ impl Kind {
         Kind::RepairCompleted,
         Kind::AnchorCommitted,
         Kind::NodeStarted,
+        Kind::UpgradeFinalized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Kind {
             Kind::RepairCompleted => "repair_completed",
             Kind::AnchorCommitted => "anchor_committed",
             Kind::NodeStarted => "node_started",
+            Kind::UpgradeFinalized => "upgrade_finalized",
         }
     }
 

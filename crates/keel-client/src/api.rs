@@ -12,7 +12,7 @@ use crate::session::SessionState;
 use crate::types::{
     parse_cas, parse_delete, parse_get, parse_header, parse_members, parse_put, parse_range,
     parse_status, parse_txn, put_bytes, AdminResponse, CasExpectation, CasResponse, DeleteResponse,
-    GetResponse, MembersResponse, PutResponse, RangeResponse, RangeSpec, ReadOptions, SessionTag,
+    FinalizeUpgrade, GetResponse, MembersResponse, PutResponse, RangeResponse, RangeSpec, ReadOptions, SessionTag,
     Status, TxnResponse, WriteOptions,
 };
 
@@ -381,6 +381,37 @@ impl Client {
         };
         self.admin(Method::POST, "/v1/leader/transfer".to_string(), Some(body))
             .await
+    }
+
+    /// Finalizes a rolling upgrade (docs/upgrades.md): raises the cluster version to `version`
+    /// (None: the highest every member's binary supports). Refused with
+    /// `ErrorCode::FailedPrecondition` while some member runs an older or unknown binary.
+    pub async fn finalize_upgrade(&self, version: Option<u32>) -> Result<FinalizeUpgrade, Error> {
+        let body = match version {
+            Some(version) => json!({"version": version}),
+            None => json!({}),
+        };
+        let answer = self
+            .admin(
+                Method::POST,
+                "/v1/cluster/finalize-upgrade".to_string(),
+                Some(body),
+            )
+            .await?;
+        let number = |name: &str| {
+            answer
+                .raw
+                .get(name)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        Ok(FinalizeUpgrade {
+            cluster_version: number("cluster_version"),
+            previous: number("previous"),
+            header: answer.header,
+            raw: answer.raw,
+        })
     }
 }
 

@@ -141,6 +141,7 @@ fn decide_server(
         | ErrorCode::PayloadTooLarge
         | ErrorCode::Unauthenticated
         | ErrorCode::PermissionDenied
+        | ErrorCode::FailedPrecondition
         | ErrorCode::Internal => None,
         ErrorCode::Other(_) => hinted_target.and_then(retry),
     }

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The token's role does not allow the request (403); never retried.
     PermissionDenied,
+    /// The cluster is not in a state that allows the request (409); never retried as is.
+    FailedPrecondition,
     Internal,
     /// A code this client version does not know; handled by the server's `retry` hint alone.
     Other(String),
@@ -49,6 +51,7 @@ impl ErrorCode {
             "UNAVAILABLE" => ErrorCode::Unavailable,
             "UNAUTHENTICATED" => ErrorCode::Unauthenticated,
             "PERMISSION_DENIED" => ErrorCode::PermissionDenied,
+            "FAILED_PRECONDITION" => ErrorCode::FailedPrecondition,
             "INTERNAL" => ErrorCode::Internal,
             other => ErrorCode::Other(other.to_string()),
         }
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Other(code) => code,
         }

@@ -201,6 +201,23 @@ pub struct Status {
     pub members: Vec<Member>,
     pub mode: String,
     pub revision: u64,
+    /// Peer protocol this node's binary speaks ("1.0"; empty from a server without versions).
+    pub protocol: String,
+    /// The finalized cluster version this node applied (docs/upgrades.md).
+    pub cluster_version: u32,
+    /// The highest cluster version this node's binary can run.
+    pub cluster_version_max: u32,
+    /// The format of this node's data directory.
+    pub data_format: u32,
+    pub raw: Value,
+}
+
+/// `finalize_upgrade`'s answer: the cluster version before and after.
+#[derive(Clone, Debug)]
+pub struct FinalizeUpgrade {
+    pub header: ResponseHeader,
+    pub cluster_version: u32,
+    pub previous: u32,
     pub raw: Value,
 }
 
@@ -382,8 +399,25 @@ pub(crate) fn parse_status(body: Value) -> Status {
             .unwrap_or("")
             .to_string(),
         revision: u64_field(&body, "revision"),
+        protocol: body
+            .pointer("/version/protocol")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        cluster_version: version_field(&body, "cluster_version"),
+        cluster_version_max: version_field(&body, "cluster_version_max"),
+        data_format: version_field(&body, "data_format"),
         raw: body,
     }
+}
+
+/// A field of the status's `version` object (0: absent or out of range).
+fn version_field(body: &Value, name: &str) -> u32 {
+    body.get("version")
+        .and_then(|v| v.get(name))
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
 }
 
 pub(crate) fn parse_put(body: Value) -> PutResponse {

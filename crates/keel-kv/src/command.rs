@@ -37,6 +37,10 @@ pub enum Command {
         seq: u64,
         head: [u8; AUDIT_HEAD_BYTES],
     },
+    /// Finalize an upgrade: the cluster version becomes `max(current, version)` (never lower;
+    /// idempotent). Changes no key, no revision and no session. Each server checks, before it
+    /// applies this, that its binary supports `version`, and stops if not (docs/upgrades.md).
+    SetClusterVersion { version: u32 },
 }
 
 /// Size of an audit chain head hash (SHA-256) carried by `Command::AuditAnchor`.
@@ -154,6 +158,10 @@ impl Wire for Command {
                 w.varint(*seq);
                 w.raw(head);
             }
+            Command::SetClusterVersion { version } => {
+                w.u8(4);
+                w.varint(u64::from(*version));
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -171,9 +179,21 @@ impl Wire for Command {
                 seq: r.varint()?,
                 head: read_audit_head(r)?,
             },
+            4 => Command::SetClusterVersion {
+                version: read_cluster_version(r)?,
+            },
             _ => return Err(r.error("unknown command tag")),
         })
     }
+}
+
+/// A cluster version: a varint in 1..=u32::MAX.
+pub(crate) fn read_cluster_version(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+    let version = r.varint()?;
+    if version == 0 {
+        return Err(r.error("cluster version 0"));
+    }
+    u32::try_from(version).map_err(|_| r.error("cluster version above u32"))
 }
 
 /// Exactly `AUDIT_HEAD_BYTES` raw bytes (no length prefix: the size is fixed).

@@ -90,10 +90,12 @@ pub use command::{
 };
 pub use config::Config;
 pub use error::{KvError, TxnBranch};
-pub use machine::StateMachine;
+pub use machine::{StateMachine, CLUSTER_VERSION_INITIAL};
 pub use response::{
     ApplyResult, CasResponse, DeleteResponse, PutResponse, RangeResponse, Read, ReadHeader,
     Response, TxnOpResponse, TxnResponse,
 };
-pub use snapshot::{SnapshotError, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
+pub use snapshot::{
+    SnapshotError, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_MIN, SNAPSHOT_MAGIC,
+};
 pub use types::{prefix_end, Compare, CompareOp, CompareTarget, KeyRange, KeyValue};

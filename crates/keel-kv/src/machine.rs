@@ -11,6 +11,9 @@ use crate::error::KvError;
 use crate::response::{ApplyResult, RangeResponse, Read, ReadHeader, Response};
 use crate::session::{Admission, CachedResult, SessionTable};
 use crate::snapshot::{self, SnapshotError};
+
+/// The cluster version of a new cluster, and of one that never finalized an upgrade.
+pub const CLUSTER_VERSION_INITIAL: u32 = 1;
 use crate::store::Store;
 use crate::txn;
 use crate::types::KeyValue;
@@ -25,6 +28,9 @@ pub struct StateMachine {
     /// Largest `entry_time_ms` applied: the state machine's notion of now. Leader clocks may
     /// disagree after a leader change; taking the maximum keeps time monotonic everywhere.
     time_ms: u64,
+    /// The finalized cluster version (docs/upgrades.md): 1 until an upgrade is finalized; only
+    /// ever raised, by `Command::SetClusterVersion`.
+    cluster_version: u32,
 }
 
 impl StateMachine {
@@ -39,6 +45,7 @@ impl StateMachine {
             sessions: SessionTable::default(),
             applied_index: 0,
             time_ms: 0,
+            cluster_version: CLUSTER_VERSION_INITIAL,
         }
     }
 
@@ -58,6 +65,11 @@ impl StateMachine {
     /// The largest entry time applied so far (ms, leader's clock).
     pub fn time_ms(&self) -> u64 {
         self.time_ms
+    }
+
+    /// The finalized cluster version (1 until an upgrade is finalized).
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
     }
 
     pub fn key_count(&self) -> usize {
@@ -152,6 +164,13 @@ impl StateMachine {
                 assert!(self.store.revision == revision_before);
                 result
             }
+            Command::SetClusterVersion { version } => {
+                let previous = self.cluster_version;
+                self.cluster_version = previous.max(version);
+                assert!(self.cluster_version >= previous);
+                let version = self.cluster_version;
+                self.result(false, Ok(Response::ClusterVersionSet { version, previous }))
+            }
         }
     }
 
@@ -219,6 +238,7 @@ impl StateMachine {
         snapshot::encode(
             self.applied_index,
             self.time_ms,
+            self.cluster_version,
             &self.store,
             &self.sessions,
         )
@@ -242,6 +262,7 @@ impl StateMachine {
         machine.sessions = state.sessions;
         machine.applied_index = state.applied_index;
         machine.time_ms = state.time_ms;
+        machine.cluster_version = state.cluster_version;
         assert!(machine.store.check_invariants().is_ok());
         Ok(machine)
     }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{DecodeError, Reader, Wire, Writer};
-use crate::command::{read_audit_head, AUDIT_HEAD_BYTES, COMMAND_ENCODING_VERSION};
+use crate::command::{
+    read_audit_head, read_cluster_version, AUDIT_HEAD_BYTES, COMMAND_ENCODING_VERSION,
+};
 use crate::error::KvError;
 use crate::types::KeyValue;
 
@@ -39,6 +41,9 @@ pub enum Response {
         seq: u64,
         head: [u8; AUDIT_HEAD_BYTES],
     },
+    /// `Command::SetClusterVersion` applied: the cluster version went from `previous` to
+    /// `version` (equal when it was already there or higher).
+    ClusterVersionSet { version: u32, previous: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +204,11 @@ impl Wire for Response {
                 w.varint(*seq);
                 w.raw(head);
             }
+            Response::ClusterVersionSet { version, previous } => {
+                w.u8(7);
+                w.varint(u64::from(*version));
+                w.varint(u64::from(*previous));
+            }
         }
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -217,6 +227,10 @@ impl Wire for Response {
                 node: r.varint()?,
                 seq: r.varint()?,
                 head: read_audit_head(r)?,
+            },
+            7 => Response::ClusterVersionSet {
+                version: read_cluster_version(r)?,
+                previous: read_cluster_version(r)?,
             },
             _ => return Err(r.error("unknown response tag")),
         })

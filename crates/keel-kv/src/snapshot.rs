@@ -6,6 +6,7 @@
 //! applied_index    varint
 //! revision         varint
 //! time_ms          varint
+//! cluster_version  varint    (format 2 only; format 1 means cluster version 1)
 //! record_count     varint, then per record (keys strictly increasing):
 //!     key bytes, value bytes, create_revision, mod_revision, version (varints)
 //! session section  (see SessionTable::encode)
@@ -22,7 +23,9 @@ use crate::session::SessionTable;
 use crate::store::{Record, Store};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KEELKVSN";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest snapshot format still read (format 1: no cluster version, which is then 1).
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_BYTES: usize = 12;
 const CHECKSUM_BYTES: usize = 4;
 /// Revisions and versions at or above 2^62 cannot come from a real history.
@@ -65,6 +68,7 @@ impl std::error::Error for SnapshotError {}
 pub(crate) struct SnapshotState {
     pub(crate) applied_index: u64,
     pub(crate) time_ms: u64,
+    pub(crate) cluster_version: u32,
     pub(crate) store: Store,
     pub(crate) sessions: SessionTable,
 }
@@ -72,15 +76,18 @@ pub(crate) struct SnapshotState {
 pub(crate) fn encode(
     applied_index: u64,
     time_ms: u64,
+    cluster_version: u32,
     store: &Store,
     sessions: &SessionTable,
 ) -> Vec<u8> {
+    assert!(cluster_version >= 1);
     let mut w = Writer::with_capacity(64);
     w.raw(&SNAPSHOT_MAGIC);
     w.u32_le(SNAPSHOT_FORMAT_VERSION);
     w.varint(applied_index);
     w.varint(store.revision);
     w.varint(time_ms);
+    w.varint(u64::from(cluster_version));
     w.count(store.records.len());
     for (key, record) in &store.records {
         w.bytes(key);
@@ -119,19 +126,24 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SnapshotState, SnapshotError> {
     }
     let mut r = Reader::new(&covered[8..]);
     let version = r.u32_le().map_err(SnapshotError::Malformed)?;
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnsupportedVersion { version });
     }
-    let state = decode_body(&mut r).map_err(SnapshotError::Malformed)?;
+    let state = decode_body(&mut r, version).map_err(SnapshotError::Malformed)?;
     r.finish().map_err(SnapshotError::Malformed)?;
     check(&state).map_err(|reason| SnapshotError::Inconsistent { reason })?;
     Ok(state)
 }
 
-fn decode_body(r: &mut Reader<'_>) -> Result<SnapshotState, DecodeError> {
+fn decode_body(r: &mut Reader<'_>, version: u32) -> Result<SnapshotState, DecodeError> {
     let applied_index = r.varint()?;
     let revision = r.varint()?;
     let time_ms = r.varint()?;
+    let cluster_version = if version >= 2 {
+        crate::command::read_cluster_version(r)?
+    } else {
+        crate::machine::CLUSTER_VERSION_INITIAL
+    };
     let count = r.count()?;
     // Collected in order, then bulk-built: BTreeMap::from_iter on sorted input is linear.
     let mut sorted: Vec<(Vec<u8>, Record)> = Vec::new();
@@ -154,6 +166,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<SnapshotState, DecodeError> {
     Ok(SnapshotState {
         applied_index,
         time_ms,
+        cluster_version,
         store: Store { records, revision },
         sessions,
     })

@@ -498,12 +498,59 @@ fn golden_command_and_snapshot_bytes() {
     machine.apply(1, 5, &put("a", "1").encode());
     let snapshot = machine.snapshot();
     let mut body = b"KEELKVSN".to_vec();
-    body.extend_from_slice(&1u32.to_le_bytes()); // format version
-    body.extend_from_slice(&[1, 1, 5]); // applied_index, revision, time_ms
+    body.extend_from_slice(&2u32.to_le_bytes()); // format version
+    body.extend_from_slice(&[1, 1, 5, 1]); // applied_index, revision, time_ms, cluster_version
     body.extend_from_slice(&[1, 1, b'a', 1, b'1', 1, 1, 1]); // one record
     body.push(0); // no sessions
     body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     assert_eq!(snapshot, body);
+
+    // Format 1 (no cluster version field) is still read, as cluster version 1.
+    let mut old = b"KEELKVSN".to_vec();
+    old.extend_from_slice(&1u32.to_le_bytes());
+    old.extend_from_slice(&[1, 1, 5]);
+    old.extend_from_slice(&[1, 1, b'a', 1, b'1', 1, 1, 1]);
+    old.push(0);
+    old.extend_from_slice(&crc32c::crc32c(&old).to_le_bytes());
+    let restored = StateMachine::restore(Config::default(), &old).unwrap();
+    assert_eq!(restored.cluster_version(), 1);
+    assert_eq!(restored.snapshot(), snapshot);
+
+    let finalize = Command::SetClusterVersion { version: 2 };
+    assert_eq!(finalize.encode(), [1, 4, 2]);
+    assert_eq!(Command::decode(&[1, 4, 2]), Ok(finalize));
+    assert!(Command::decode(&[1, 4, 0]).is_err(), "cluster version 0");
+}
+
+#[test]
+fn cluster_version_is_raised_only_survives_snapshots_and_touches_no_key() {
+    let mut machine = StateMachine::new(Config::default());
+    machine.apply(1, 5, &put("a", "1").encode());
+    assert_eq!(machine.cluster_version(), 1);
+    let set = |v: u32| Command::SetClusterVersion { version: v }.encode();
+    let result = machine.apply(2, 6, &set(3));
+    assert_eq!(
+        result.result,
+        Ok(Response::ClusterVersionSet {
+            version: 3,
+            previous: 1
+        })
+    );
+    assert_eq!(result.revision, 1, "no revision for a version change");
+    // Lower and equal requests change nothing and say so.
+    let result = machine.apply(3, 7, &set(2));
+    assert_eq!(
+        result.result,
+        Ok(Response::ClusterVersionSet {
+            version: 3,
+            previous: 3
+        })
+    );
+    assert_eq!(machine.cluster_version(), 3);
+    let restored = StateMachine::restore(Config::default(), &machine.snapshot()).unwrap();
+    assert_eq!(restored.cluster_version(), 3);
+    assert_eq!(restored.revision(), 1);
+    assert_eq!(restored.key_count(), 1);
 }
 
 fn varint(mut value: u64, out: &mut Vec<u8>) {

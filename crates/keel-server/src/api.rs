@@ -71,6 +71,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/members/{id}/promote", post(promote_member))
         .route("/v1/members/{id}", axum::routing::delete(remove_member))
         .route("/v1/leader/transfer", post(transfer_leader))
+        .route("/v1/cluster/finalize-upgrade", post(finalize_upgrade))
         .route("/v1/audit/anchor", post(audit_anchor))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -144,6 +145,7 @@ fn classify(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/v1/txn") => "txn",
         ("POST", "/v1/sessions") => "session",
         ("POST", "/v1/leader/transfer") => "transfer",
+        ("POST", "/v1/cluster/finalize-upgrade") => "finalize",
         ("POST", p) | ("DELETE", p) if p.starts_with("/v1/members") => "members",
         _ => return None,
     };
@@ -1289,6 +1291,33 @@ fn status_json(s: &ApiState) -> Value {
         "revision": st.header.revision,
         "lease_valid": st.lease_valid,
         "last_contact_ms": st.last_contact_ms,
+        "version": version_json(s),
+    })
+}
+
+/// What this binary speaks and stores, what the cluster finalized, and what each peer's
+/// handshake said (docs/upgrades.md).
+fn version_json(s: &ApiState) -> Value {
+    use std::sync::atomic::Ordering;
+    let peers: Map<String, Value> = s
+        .shared
+        .peer_versions()
+        .into_iter()
+        .map(|(id, v)| {
+            let peer = json!({
+                "protocol": format!("{}.{}", crate::wire::PROTOCOL_MAJOR, v.protocol_minor),
+                "cluster_version_max": v.cluster_version_max,
+            });
+            (id.to_string(), peer)
+        })
+        .collect();
+    json!({
+        "binary": env!("CARGO_PKG_VERSION"),
+        "protocol": format!("{}.{}", crate::wire::PROTOCOL_MAJOR, crate::wire::PROTOCOL_MINOR),
+        "cluster_version": s.shared.cluster_version(),
+        "cluster_version_max": crate::version::CLUSTER_VERSION_MAX,
+        "data_format": s.shared.data_format.load(Ordering::Acquire),
+        "peers": peers,
     })
 }
 
@@ -1458,6 +1487,75 @@ async fn transfer_leader(
             ok_json(&s.shared.header(), m)
         }
         Err(e) => maybe_forward(&s, e, fwd).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FinalizeIn {
+    version: Option<u32>,
+}
+
+/// Finalizes an upgrade (docs/upgrades.md): on the leader, checks that every member's binary
+/// (from its latest handshake) can run the target cluster version, then commits
+/// `SetClusterVersion`. From then on no node can be rolled back to an older release.
+async fn finalize_upgrade(
+    State(s): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let prepared = (|| -> Result<(Option<u32>, Forward), ApiError> {
+        let fwd = forward_ctx(&uri, method, &body)?;
+        let input: FinalizeIn = parse_body(body, true)?;
+        if input.version == Some(0) {
+            return Err(ApiError::bad_request(
+                "version",
+                "cluster versions start at 1",
+            ));
+        }
+        Ok((input.version, fwd))
+    })();
+    let (requested, fwd) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let st = s.shared.status();
+    if st.role != "leader" {
+        let leader = st.header.leader.map(|id| (id, s.shared.client_addr(id)));
+        let e = ApiError::not_leader(leader, st.header.term, st.last_contact_ms);
+        return maybe_forward(&s, e, fwd).await;
+    }
+    let members: Vec<NodeId> = st
+        .voters
+        .iter()
+        .chain(&st.voters_outgoing)
+        .chain(&st.learners)
+        .copied()
+        .filter(|&id| id != s.shared.node_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let current = s.shared.cluster_version();
+    let target = match crate::version::finalize_target(
+        requested,
+        current,
+        &members,
+        &s.shared.peer_versions(),
+    ) {
+        Ok(t) => t,
+        Err(reason) => return ApiError::failed_precondition(reason).into_response(),
+    };
+    match write_call(&s, Command::SetClusterVersion { version: target }, None, fwd).await {
+        Ok(ok) => write_result(ok, |_, resp| {
+            let mut m = Map::new();
+            if let KvResponse::ClusterVersionSet { version, previous } = resp {
+                m.insert("cluster_version".into(), version.into());
+                m.insert("previous".into(), previous.into());
+            }
+            m
+        }),
+        Err(resp) => resp,
     }
 }
 

@@ -215,7 +215,9 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
         (_, _) if kv => Some(Role::Write),
         ("POST", "/v1/cas" | "/v1/txn" | "/v1/sessions") => Some(Role::Write),
         _ if path.starts_with("/v1/members") => Some(Role::Admin),
-        ("POST", "/v1/leader/transfer" | "/v1/audit/anchor") => Some(Role::Admin),
+        ("POST", "/v1/leader/transfer" | "/v1/audit/anchor" | "/v1/cluster/finalize-upgrade") => {
+            Some(Role::Admin)
+        }
         // Unknown routes answer 404 / 405 whoever asks; they reveal nothing.
         _ => None,
     }

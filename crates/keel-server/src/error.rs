@@ -134,6 +134,12 @@ impl ApiError {
         e.retry("no")
     }
 
+    /// The request is valid but the cluster is not in a state that allows it (e.g. finalizing
+    /// an upgrade before every member runs the new binary); retrying as is will not help.
+    pub fn failed_precondition(message: impl Into<String>) -> ApiError {
+        ApiError::new("FAILED_PRECONDITION", message).retry("no")
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new("UNAVAILABLE", message).with("retry_after_ms", 200u64)
     }
@@ -159,6 +165,7 @@ impl ApiError {
             "SESSION_EXPIRED" => StatusCode::GONE,
             "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
             "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
+            "FAILED_PRECONDITION" => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

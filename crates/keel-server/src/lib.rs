@@ -33,6 +33,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shared;
 pub mod transport;
+pub mod version;
 pub mod wire;
 
 pub use config::ServerConfig;
@@ -133,6 +134,7 @@ impl Server {
         for r in &recovery.repairs {
             tracing::warn!(repair = %r, "storage repair");
         }
+        let data_format = storage.data_format();
         let repairing = recovery.repairing;
         if repairing {
             tracing::warn!(
@@ -207,12 +209,24 @@ impl Server {
             }
             None => StateMachine::new(kv_cfg),
         };
+        // A snapshot from after a finalized upgrade this binary cannot run: stop before
+        // anything is served (docs/upgrades.md). The data format gate usually refuses first.
+        version::check_runnable(sm.cluster_version())?;
+        shared
+            .cluster_version
+            .store(sm.cluster_version(), std::sync::atomic::Ordering::Release);
+        shared
+            .data_format
+            .store(data_format, std::sync::atomic::Ordering::Release);
         tracing::info!(
             node = cfg.id,
             term = node.term(),
             commit = node.commit_index(),
             last_index = node.last_index(),
             applied = sm.applied_index(),
+            cluster_version = sm.cluster_version(),
+            data_format,
+            versions = %version::describe(),
             client = %client_addr,
             peer = %peer_addr,
             "node starting"

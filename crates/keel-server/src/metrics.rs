@@ -79,14 +79,14 @@ pub const MODES: [&str; 8] = [
     "shutting_down",
 ];
 /// Client API operations (the `op` label's only values). Reads are `get` and `range`.
-pub const OPS: [&str; 9] = [
-    "get", "range", "put", "delete", "cas", "txn", "session", "members", "transfer",
+pub const OPS: [&str; 10] = [
+    "get", "range", "put", "delete", "cas", "txn", "session", "members", "transfer", "finalize",
 ];
 pub const READ_OPS: [&str; 2] = ["get", "range"];
 /// Read levels (`level` label); `none` for writes and admin requests.
 pub const LEVELS: [&str; 3] = ["linearizable", "bounded", "any"];
 /// Response codes (`code` label): OK or an error code; anything else is `OTHER`.
-pub const CODES: [&str; 17] = [
+pub const CODES: [&str; 18] = [
     "OK",
     "BAD_REQUEST",
     "NOT_FOUND",
@@ -102,6 +102,7 @@ pub const CODES: [&str; 17] = [
     "UNAVAILABLE",
     "UNAUTHENTICATED",
     "PERMISSION_DENIED",
+    "FAILED_PRECONDITION",
     "INTERNAL",
     "OTHER",
 ];
@@ -130,6 +131,9 @@ pub struct Metrics {
     pub commit_index: Gauge,
     pub applied_index: Gauge,
     pub config_version: Gauge,
+    /// The applied cluster version and the data directory's format (docs/upgrades.md).
+    pub cluster_version: Gauge,
+    pub data_format: Gauge,
     pub is_leader: Gauge,
     pub leader_id: Gauge,
     pub lease_valid: Gauge,
@@ -169,6 +173,8 @@ impl Metrics {
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             config_version: Gauge::default(),
+            cluster_version: Gauge::default(),
+            data_format: Gauge::default(),
             is_leader: Gauge::default(),
             leader_id: Gauge::default(),
             lease_valid: Gauge::default(),
@@ -254,6 +260,16 @@ impl Metrics {
             "config_version",
             "Index of the configuration in effect",
             m.config_version.clone(),
+        );
+        registry.register(
+            "cluster_version",
+            "Finalized cluster version applied by this node (docs/upgrades.md)",
+            m.cluster_version.clone(),
+        );
+        registry.register(
+            "data_format",
+            "Format version of this node's data directory",
+            m.data_format.clone(),
         );
         registry.register(
             "is_leader",

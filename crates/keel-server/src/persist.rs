@@ -35,6 +35,9 @@ pub enum Job {
     Writes(Vec<Write>),
     /// Reply once everything before it is durable.
     Flush(oneshot::Sender<()>),
+    /// The cluster version was raised: switch the data directory to this format (after the
+    /// batch's writes; docs/upgrades.md).
+    SetDataFormat(u32),
 }
 
 pub enum Done {
@@ -45,6 +48,8 @@ pub enum Done {
     NoSpace { reason: String },
     /// Storage failed (fatal: the node must stop); `no_space` if it was ENOSPC.
     Failed { reason: String, no_space: bool },
+    /// The data directory now has this format (durably).
+    DataFormat(u32),
 }
 
 /// Starts the storage thread. It exits when the job channel closes.
@@ -81,10 +86,12 @@ fn run(
         }
         let mut writes = Vec::new();
         let mut flushes = Vec::new();
+        let mut format = None;
         for job in batch {
             match job {
                 Job::Writes(w) => writes.extend(w),
                 Job::Flush(tx) => flushes.push(tx),
+                Job::SetDataFormat(v) => format = format.max(Some(v)),
             }
         }
         let last_id = writes.last().map(|w| w.id);
@@ -105,6 +112,21 @@ fn run(
                 }
                 for f in flushes {
                     let _ = f.send(());
+                }
+                if let Some(v) = format {
+                    // A failure stops the node; on restart the runtime asks again (the applied
+                    // cluster version is above the directory's format).
+                    let outcome = match storage.set_data_format(v) {
+                        Ok(()) => Done::DataFormat(storage.data_format()),
+                        Err(e) => Done::Failed {
+                            reason: format!("raising the data format to {v}: {e}"),
+                            no_space: matches!(e, keel_storage::Error::NoSpace { .. }),
+                        },
+                    };
+                    let failed = matches!(outcome, Done::Failed { .. });
+                    if done.blocking_send(outcome).is_err() || failed {
+                        return;
+                    }
                 }
             }
             Err(e) => {

@@ -228,6 +228,11 @@ pub struct Runtime {
     shutdown: Option<(u64, oneshot::Sender<()>)>,
     transfer_sent: bool,
     storage_failed: Option<String>,
+    /// A committed cluster version this binary cannot run (docs/upgrades.md): the node stops.
+    version_refused: Option<String>,
+    /// The data format the storage thread must switch to (the applied cluster version is
+    /// above the directory's format).
+    data_format_wanted: Option<u32>,
     /// The disk is full (a batch waits for space): read-only until the next persisted batch.
     disk_full: Option<String>,
     codel_reads: CoDel,
@@ -268,6 +273,10 @@ impl Runtime {
     ) -> Runtime {
         let last_commit = node.commit_index();
         shared.set_replicated_book(book.clone());
+        // A crash between applying a finalization and raising the format: raise it now.
+        let data_format_wanted = (sm.cluster_version()
+            > shared.data_format.load(std::sync::atomic::Ordering::Acquire))
+        .then_some(sm.cluster_version());
         let (cfg_target, cfg_interval) = (cfg.queue_delay_target_ms, cfg.queue_delay_interval_ms);
         Runtime {
             cfg,
@@ -294,6 +303,8 @@ impl Runtime {
             shutdown: None,
             transfer_sent: false,
             storage_failed: None,
+            version_refused: None,
+            data_format_wanted,
             disk_full: None,
             codel_reads: CoDel::new(cfg_target, cfg_interval),
             codel_writes: CoDel::new(cfg_target, cfg_interval),
@@ -515,6 +526,13 @@ impl Runtime {
             Done::Failed { reason, no_space } => {
                 tracing::error!(%reason, no_space, "storage failure: the node stops");
                 self.storage_failed = Some(reason);
+            }
+            Done::DataFormat(format) => {
+                assert!(format <= crate::version::CLUSTER_VERSION_MAX);
+                self.shared
+                    .data_format
+                    .store(format, std::sync::atomic::Ordering::Release);
+                tracing::info!(node = self.cfg.id, format, "data directory format raised");
             }
         }
     }
@@ -983,6 +1001,17 @@ impl Runtime {
             }
             for e in &ready.committed {
                 self.apply(e);
+                if let Some(reason) = self.version_refused.clone() {
+                    // Nothing after the version change is applied under the old rules.
+                    tracing::error!(node = self.cfg.id, %reason, "the node stops");
+                    self.fail_everything(&reason);
+                    anyhow::bail!("{reason}");
+                }
+            }
+            if let Some(format) = self.data_format_wanted.take() {
+                if self.jobs.send(Job::SetDataFormat(format)).await.is_err() {
+                    anyhow::bail!("storage thread stopped");
+                }
             }
             let now = self.tick_now();
             if self.sm.applied_index() > self.node.applied_index() {
@@ -1038,10 +1067,35 @@ impl Runtime {
         );
         self.book = book;
         self.shared.set_replicated_book(self.book.clone());
+        self.on_cluster_version(self.sm.cluster_version());
+        if let Some(reason) = &self.version_refused {
+            anyhow::bail!("{reason}");
+        }
         self.last_applied_stamp = Some(stamp);
         self.applied_since_snapshot = 0;
         tracing::info!(index, "installed a snapshot from the leader");
         Ok(())
+    }
+
+    /// The applied cluster version is `version` (a committed finalization, or a snapshot that
+    /// carries one): refuse to go on if this binary cannot run it, else publish it and have the
+    /// data directory switched to its format.
+    fn on_cluster_version(&mut self, version: u32) {
+        if let Err(e) = crate::version::check_runnable(version) {
+            self.version_refused = Some(e.to_string());
+            return;
+        }
+        let previous = self
+            .shared
+            .cluster_version
+            .swap(version, std::sync::atomic::Ordering::AcqRel);
+        assert!(version >= previous, "cluster version lowered: {version} after {previous}");
+        if version > self.shared.data_format.load(std::sync::atomic::Ordering::Acquire) {
+            self.data_format_wanted = Some(version);
+        }
+        if version != previous {
+            tracing::info!(node = self.cfg.id, version, previous, "cluster version applied");
+        }
     }
 
     fn apply(&mut self, e: &keel_core::Entry) {
@@ -1054,6 +1108,17 @@ impl Runtime {
             EntryKind::Normal(data) => match Envelope::decode(data) {
                 Ok(Envelope::KvCommand(cmd)) => {
                     let applied = self.sm.apply(e.index, time_ms, &cmd);
+                    if let Ok(keel_kv::Response::ClusterVersionSet { version, previous }) =
+                        &applied.result
+                    {
+                        if version > previous {
+                            let details = Details::new()
+                                .uint("cluster_version", u64::from(*version))
+                                .uint("previous", u64::from(*previous));
+                            self.audit_from_log(Kind::UpgradeFinalized, e, details);
+                        }
+                        self.on_cluster_version(*version);
+                    }
                     if let Ok(keel_kv::Response::AuditAnchored { node, seq, head }) =
                         &applied.result
                     {
@@ -1357,6 +1422,14 @@ impl Runtime {
         metrics
             .config_version
             .set(view.header.config_version as i64);
+        metrics
+            .cluster_version
+            .set(i64::from(self.shared.cluster_version()));
+        metrics.data_format.set(i64::from(
+            self.shared
+                .data_format
+                .load(std::sync::atomic::Ordering::Acquire),
+        ));
         metrics
             .is_leader
             .set(i64::from(self.node.role() == Role::Leader));

@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 use keel_core::NodeId;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -64,6 +64,13 @@ pub struct Shared {
     /// Authorization failures by reason (`auth::Failure::REASONS`), for the runtime's
     /// rate-limited audit records.
     pub authz_failures: [std::sync::atomic::AtomicU64; 3],
+    /// What each peer's latest handshake said about its binary (docs/upgrades.md). At most
+    /// one entry per node id that completed a handshake with this cluster id.
+    peer_versions: RwLock<BTreeMap<NodeId, crate::version::PeerVersion>>,
+    /// The cluster version this node has applied (1 until an upgrade is finalized).
+    pub cluster_version: AtomicU32,
+    /// The data directory's format (raised after the cluster version, by the storage thread).
+    pub data_format: AtomicU32,
 }
 
 impl Shared {
@@ -95,6 +102,9 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             auth: None,
             authz_failures: Default::default(),
+            peer_versions: RwLock::new(BTreeMap::new()),
+            cluster_version: AtomicU32::new(keel_kv::CLUSTER_VERSION_INITIAL),
+            data_format: AtomicU32::new(keel_storage::DATA_FORMAT_MIN),
         }
     }
 
@@ -146,6 +156,27 @@ impl Shared {
                 .expect("learned lock")
                 .insert(id, addr);
         }
+    }
+
+    /// Records what peer `id`'s handshake said about its binary (the latest wins: a restarted
+    /// peer on another binary shakes hands again before it sends anything).
+    pub fn learn_peer_version(&self, id: NodeId, version: crate::version::PeerVersion) {
+        assert!(version.cluster_version_max >= 1);
+        self.peer_versions
+            .write()
+            .expect("peer versions lock")
+            .insert(id, version);
+    }
+
+    pub fn peer_versions(&self) -> BTreeMap<NodeId, crate::version::PeerVersion> {
+        self.peer_versions
+            .read()
+            .expect("peer versions lock")
+            .clone()
+    }
+
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version.load(Ordering::Acquire)
     }
 
     /// Where to dial peer `id`: a `--peer-routes` override, else the replicated book, else

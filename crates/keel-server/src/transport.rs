@@ -201,6 +201,7 @@ async fn connect(
         peer_addr: shared.self_addresses.peer_addr.clone(),
         lane,
         to_node_id: to,
+        cluster_version_max: crate::version::CLUSTER_VERSION_MAX,
     };
     framed
         .send(Bytes::from(hello.encode_to_vec()))
@@ -225,6 +226,21 @@ async fn connect(
             wire::PROTOCOL_MINOR
         )));
     }
+    let peer_max = crate::version::announced_max(ack.cluster_version_max);
+    let cluster_version = shared.cluster_version();
+    if peer_max < cluster_version {
+        return Err(ConnectError::Refused(format!(
+            "peer {to} runs a binary that supports cluster version up to {peer_max}, but the \
+             cluster finalized version {cluster_version}"
+        )));
+    }
+    shared.learn_peer_version(
+        to,
+        crate::version::PeerVersion {
+            protocol_minor: ack.version_minor,
+            cluster_version_max: peer_max,
+        },
+    );
     shared.learn_client_addr(to, ack.client_addr);
     Ok(framed)
 }
@@ -274,7 +290,12 @@ async fn serve_conn(
         .ok_or("closed before handshake")?
         .map_err(|e| e.to_string())?;
     let hello = Hello::decode(&first[..]).map_err(|e| format!("bad handshake: {e}"))?;
-    let verdict = wire::check_hello(&hello, &shared.cluster_id, shared.node_id);
+    let verdict = wire::check_hello(
+        &hello,
+        &shared.cluster_id,
+        shared.node_id,
+        shared.cluster_version(),
+    );
     let ack = HelloAck {
         accepted: verdict.is_ok(),
         reason: verdict.clone().err().unwrap_or_default(),
@@ -282,6 +303,7 @@ async fn serve_conn(
         version_major: wire::PROTOCOL_MAJOR,
         version_minor: wire::PROTOCOL_MINOR,
         client_addr: shared.self_addresses.client_addr.clone(),
+        cluster_version_max: crate::version::CLUSTER_VERSION_MAX,
     };
     framed
         .send(Bytes::from(ack.encode_to_vec()))
@@ -291,6 +313,13 @@ async fn serve_conn(
         tracing::error!(peer = hello.node_id, %reason, "refusing peer connection");
         return Err(reason);
     }
+    shared.learn_peer_version(
+        hello.node_id,
+        crate::version::PeerVersion {
+            protocol_minor: hello.version_minor,
+            cluster_version_max: crate::version::announced_max(hello.cluster_version_max),
+        },
+    );
     shared.learn_client_addr(hello.node_id, hello.client_addr.clone());
     let from = hello.node_id;
     while let Some(frame) = framed.next().await {

@@ -10,7 +10,12 @@ use keel_core::{Body, Entry, EntryKind, Membership, Message, RejectHint, Snapsho
 /// Protocol version: a node refuses a peer with another major version, and accepts the same
 /// major with the same, the previous or a newer minor version.
 pub const PROTOCOL_MAJOR: u32 = 1;
-pub const PROTOCOL_MINOR: u32 = 0;
+/// The test build `next-version` speaks the next minor (docs/upgrades.md).
+pub const PROTOCOL_MINOR: u32 = if cfg!(feature = "next-version") {
+    1
+} else {
+    0
+};
 
 /// Which lane a connection serves: votes and heartbeats never wait behind bulk appends.
 pub const LANE_PRIORITY: u32 = 1;
@@ -35,6 +40,9 @@ pub struct Hello {
     /// The node the dialer expects to reach (0: any).
     #[prost(uint64, tag = "8")]
     pub to_node_id: u64,
+    /// The highest cluster version the dialer's binary can run (absent/0: 1).
+    #[prost(uint32, tag = "9")]
+    pub cluster_version_max: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -51,6 +59,9 @@ pub struct HelloAck {
     pub version_minor: u32,
     #[prost(string, tag = "6")]
     pub client_addr: String,
+    /// The highest cluster version the listener's binary can run (absent/0: 1).
+    #[prost(uint32, tag = "7")]
+    pub cluster_version_max: u32,
 }
 
 /// Same major: a peer's minor version is accepted if it is ours, newer, or the previous one.
@@ -59,7 +70,22 @@ pub fn minor_accepted(peer_minor: u32, our_minor: u32) -> bool {
 }
 
 /// Checks a peer's handshake against ours; `Err` is the reason to refuse (logged by both sides).
-pub fn check_hello(h: &Hello, cluster_id: &str, my_id: u64) -> Result<(), String> {
+/// `cluster_version` is the finalized cluster version this node has applied: a binary that
+/// cannot run it is refused (it would be a rolled-back node after finalization).
+pub fn check_hello(
+    h: &Hello,
+    cluster_id: &str,
+    my_id: u64,
+    cluster_version: u32,
+) -> Result<(), String> {
+    let peer_max = crate::version::announced_max(h.cluster_version_max);
+    if peer_max < cluster_version {
+        return Err(format!(
+            "peer binary supports cluster version up to {peer_max}, but the cluster finalized \
+             version {cluster_version}: run the newer binary on node {}",
+            h.node_id
+        ));
+    }
     if h.version_major != PROTOCOL_MAJOR {
         return Err(format!(
             "incompatible protocol version {}.{} (this node speaks {}.{}; majors must match)",
@@ -650,22 +676,31 @@ mod tests {
             lane: LANE_BULK,
             ..Default::default()
         };
-        assert!(check_hello(&ok, "c", 1).is_ok());
+        assert!(check_hello(&ok, "c", 1, 1).is_ok());
         let newer_minor = Hello {
             version_minor: PROTOCOL_MINOR + 1,
             ..ok.clone()
         };
-        assert!(check_hello(&newer_minor, "c", 1).is_ok());
+        assert!(check_hello(&newer_minor, "c", 1, 1).is_ok());
         let other_major = Hello {
             version_major: PROTOCOL_MAJOR + 1,
             ..ok.clone()
         };
-        assert!(check_hello(&other_major, "c", 1)
+        assert!(check_hello(&other_major, "c", 1, 1)
             .unwrap_err()
             .contains("incompatible"));
-        assert!(check_hello(&ok, "other", 1).is_err());
+        assert!(check_hello(&ok, "other", 1, 1).is_err());
         assert!(minor_accepted(2, 3) && minor_accepted(3, 3) && minor_accepted(4, 3));
         assert!(!minor_accepted(1, 3));
-        assert!(check_hello(&ok, "c", 2).is_err());
+        assert!(check_hello(&ok, "c", 2, 1).is_err());
+        // A binary that predates the field runs cluster version 1 only: refused once the
+        // cluster finalized 2, accepted before.
+        let refused = check_hello(&ok, "c", 1, 2).unwrap_err();
+        assert!(refused.contains("finalized version 2"), "{refused}");
+        let upgraded = Hello {
+            cluster_version_max: 2,
+            ..ok.clone()
+        };
+        assert!(check_hello(&upgraded, "c", 1, 2).is_ok());
     }
 }

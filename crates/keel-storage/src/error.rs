@@ -37,6 +37,13 @@ pub enum Error {
     InvalidArgument(String),
     /// The store was poisoned by an earlier fatal error.
     Poisoned(String),
+    /// The data directory's format (its `FORMAT` file) is newer than this binary reads: the
+    /// cluster finalized an upgrade to a later release. Nothing was read or changed.
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported_max: u32,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -100,6 +107,13 @@ impl fmt::Display for Error {
             Error::Io { op, path, source } => write!(f, "{op} failed on {}: {source}", path.display()),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Poisoned(msg) => write!(f, "storage is stopped after an earlier fatal error: {msg}"),
+            Error::NewerFormat { path, found, supported_max } => write!(
+                f,
+                "data format {found} ({}) is newer than this binary supports (up to {supported_max}): \
+                 the cluster finalized an upgrade to a later release, so this node cannot be rolled \
+                 back; run the newer binary",
+                path.display()
+            ),
         }
     }
 }

@@ -25,6 +25,7 @@
 //! ```
 
 mod error;
+mod format;
 mod group_commit;
 mod hard_state;
 mod index;
@@ -38,6 +39,7 @@ mod verify;
 mod wal;
 
 pub use error::{Error, Result};
+pub use format::{DATA_FORMAT_MAX, DATA_FORMAT_MIN, FORMAT_FILE};
 pub use group_commit::{GroupCommitOptions, GroupCommitStats, GroupCommitter, Ticket};
 pub use hard_state::{
     decode_slot, HardState, HardStateRecovery, HardStateStore, HARD_STATE_EXTRA_BYTES_MAX,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::{DATA_FORMAT_MAX, DATA_FORMAT_MIN};
 use crate::hard_state::{HardState, HardStateRecovery, HardStateStore};
 use crate::io::{Io, IoFile};
 use crate::snapshot::{SnapshotMeta, SnapshotRecovery, SnapshotStore};
@@ -39,6 +40,8 @@ pub struct Recovered {
     /// The node must start in repair mode: this open repaired damage, or an earlier one did
     /// and the node has not yet reported catching up ([`Storage::clear_repairing`]).
     pub repairing: bool,
+    /// The directory's data format (its `FORMAT` file; created at `DATA_FORMAT_MIN`).
+    pub data_format: u32,
 }
 
 impl Recovered {
@@ -53,6 +56,8 @@ pub struct Storage<I: Io> {
     pub snapshots: SnapshotStore<I>,
     dir: PathBuf,
     io: I,
+    /// The directory's data format: only ever raised, never above `DATA_FORMAT_MAX`.
+    data_format: u32,
     _lock: Arc<I::Lock>,
 }
 
@@ -70,6 +75,16 @@ impl<I: Io> Storage<I> {
             }
             Err(e) => return Err(Error::io("lock", lock_path, e)),
         };
+        // The format gate comes first: a directory from a newer release is not read at all
+        // (repair mode included: a newer release's data is not damage).
+        let data_format = match crate::format::read(&io, dir)? {
+            Some(format) => format,
+            None => {
+                crate::format::write(&io, dir, DATA_FORMAT_MIN)?;
+                DATA_FORMAT_MIN
+            }
+        };
+        assert!((DATA_FORMAT_MIN..=DATA_FORMAT_MAX).contains(&data_format));
         let repair = options.repair;
         let marker = dir.join(REPAIRING_FILE);
         let marker_present = io
@@ -162,6 +177,7 @@ impl<I: Io> Storage<I> {
             snapshots,
             dir: dir.to_path_buf(),
             io,
+            data_format,
             _lock: lock,
         };
         if !repairs.is_empty() {
@@ -185,6 +201,7 @@ impl<I: Io> Storage<I> {
             snapshot_recovery,
             repairs,
             repairing,
+            data_format,
         };
         Ok((storage, recovered))
     }
@@ -228,6 +245,36 @@ impl<I: Io> Storage<I> {
         self.io
             .sync_dir(&self.dir)
             .map_err(|e| Error::fatal("fsync dir", &self.dir, e))?;
+        Ok(())
+    }
+
+    /// The directory's data format.
+    pub fn data_format(&self) -> u32 {
+        self.data_format
+    }
+
+    /// Raises the directory's data format (the cluster finalized an upgrade): durable and
+    /// atomic before it returns. From then on a binary whose `DATA_FORMAT_MAX` is lower
+    /// refuses the directory. Idempotent; lowering is refused (`InvalidArgument`), as is a
+    /// format this binary does not know.
+    pub fn set_data_format(&mut self, format: u32) -> Result<()> {
+        if format > DATA_FORMAT_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "data format {format} is newer than this binary supports (up to {DATA_FORMAT_MAX})"
+            )));
+        }
+        if format < self.data_format {
+            return Err(Error::InvalidArgument(format!(
+                "data format {format} is older than the directory's {} (formats are never lowered)",
+                self.data_format
+            )));
+        }
+        if format == self.data_format {
+            return Ok(());
+        }
+        crate::format::write(&self.io, &self.dir, format)?;
+        self.data_format = format;
+        assert!(self.data_format <= DATA_FORMAT_MAX);
         Ok(())
     }
 

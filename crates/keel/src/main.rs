@@ -6,10 +6,24 @@ mod cmd;
 
 use clap::{Parser, Subcommand};
 
+/// `keel --version`: the package version and what the binary speaks and stores
+/// (docs/upgrades.md).
+const VERSION_LINE: &str = if cfg!(feature = "next-version") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (protocol 1.1, data format 1..=2, cluster version up to 2; test build next-version)"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (protocol 1.0, data format 1..=1, cluster version up to 1)"
+    )
+};
+
 #[derive(Parser)]
 #[command(
     name = "keel",
-    version,
+    version = VERSION_LINE,
     about = "Keel: a Raft-replicated key-value store"
 )]
 struct Cli {
@@ -41,6 +55,8 @@ enum Command {
     Members(cmd::cluster::MembersArgs),
     /// Hand leadership to another voter.
     TransferLeader(cmd::cluster::TransferLeaderArgs),
+    /// Rolling upgrades: show every node's versions, or finalize the upgrade.
+    Upgrade(cmd::cluster::UpgradeArgs),
     /// Check histories for linearizability (Jepsen EDN, Jepsen logs, Keel JSON lines).
     Check(cmd::check::Args),
     /// Model-check the consensus core exhaustively within bounds.
@@ -91,6 +107,7 @@ fn main() {
         Command::Status(args) => cmd::cluster::run_status(args),
         Command::Members(args) => cmd::cluster::run_members(args),
         Command::TransferLeader(args) => cmd::cluster::run_transfer_leader(args),
+        Command::Upgrade(args) => cmd::cluster::run_upgrade(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Sim(args) => cmd::sim::run(args),
@@ -100,4 +117,17 @@ fn main() {
         Command::Nemesis(args) => cmd::nemesis::run(args),
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_line_says_what_the_server_speaks() {
+        let expected = format!(
+            "{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            keel_server::version::describe()
+        );
+        assert_eq!(super::VERSION_LINE, expected);
+    }
 }

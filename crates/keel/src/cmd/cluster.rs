@@ -1,4 +1,5 @@
-//! `keel status`, `keel members list|add|promote|remove`, `keel transfer-leader`.
+//! `keel status`, `keel members list|add|promote|remove`, `keel transfer-leader`,
+//! `keel upgrade status|finalize` (docs/upgrades.md).
 //!
 //! Exit codes: 0 ok, 1 the request failed (for `status`: no endpoint answered), 2 usage.
 
@@ -58,6 +59,31 @@ pub struct TransferLeaderArgs {
     pub conn: Conn,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct UpgradeArgs {
+    #[command(subcommand)]
+    pub action: UpgradeAction,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UpgradeAction {
+    /// Every endpoint's binary (protocol, highest cluster version) and the cluster version
+    /// and data format it applied.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Finalize a rolling upgrade: commit the new cluster version once every member runs a
+    /// binary that supports it. After this no node can be rolled back to the older release.
+    Finalize {
+        /// The cluster version to finalize; omitted: the highest every member supports.
+        #[arg(long)]
+        version: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
 fn status_row(endpoint: &str, status: &Status) -> Vec<String> {
     vec![
         endpoint.to_string(),
@@ -70,7 +96,16 @@ fn status_row(endpoint: &str, status: &Status) -> Vec<String> {
         status.revision.to_string(),
         status.config_version.to_string(),
         status.mode.clone(),
+        cluster_version_cell(status),
     ]
+}
+
+/// "applied/max" cluster version (docs/upgrades.md), or "-" from a server without versions.
+fn cluster_version_cell(status: &Status) -> String {
+    if status.cluster_version == 0 {
+        return "-".to_string();
+    }
+    format!("{}/{}", status.cluster_version, status.cluster_version_max)
 }
 
 pub fn run_status(args: StatusArgs) -> i32 {
@@ -91,7 +126,7 @@ pub fn run_status(args: StatusArgs) -> i32 {
                 }
                 Err(error) => {
                     let mut row = vec![endpoint.clone()];
-                    row.extend(std::iter::repeat_n("-".to_string(), 8));
+                    row.extend(std::iter::repeat_n("-".to_string(), 9));
                     row.push(format!("unreachable: {}", error.code()));
                     rows.push(row);
                     answers.push(json!({"endpoint": endpoint,
@@ -105,7 +140,7 @@ pub fn run_status(args: StatusArgs) -> i32 {
             print_table(
                 &[
                     "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "REVISION",
-                    "CONFIG", "MODE",
+                    "CONFIG", "MODE", "CLUSTER_V",
                 ],
                 &rows,
             );
@@ -236,4 +271,79 @@ pub fn run_transfer_leader(args: TransferLeaderArgs) -> i32 {
             Err(error) => report(&error, args.conn.json),
         }
     })
+}
+
+pub fn run_upgrade(args: UpgradeArgs) -> i32 {
+    match args.action {
+        UpgradeAction::Status { conn } => block_on(async move {
+            let client = match conn.client() {
+                Ok(client) => client,
+                Err(error) => return report(&error, conn.json),
+            };
+            let mut rows = Vec::new();
+            let mut answers = Vec::new();
+            let mut answered = 0;
+            for endpoint in client.endpoints() {
+                match client.status_of(&endpoint).await {
+                    Ok(status) => {
+                        answered += 1;
+                        rows.push(vec![
+                            endpoint.clone(),
+                            status.node_id.to_string(),
+                            status.protocol.clone(),
+                            status.cluster_version_max.to_string(),
+                            status.cluster_version.to_string(),
+                            status.data_format.to_string(),
+                        ]);
+                        answers.push(json!({"endpoint": endpoint, "version": status.raw.get("version")}));
+                    }
+                    Err(error) => {
+                        let mut row = vec![endpoint.clone()];
+                        row.extend(std::iter::repeat_n("-".to_string(), 4));
+                        row.push(format!("unreachable: {}", error.code()));
+                        rows.push(row);
+                        answers.push(json!({"endpoint": endpoint,
+                                            "error": {"code": error.code(), "message": error.to_string()}}));
+                    }
+                }
+            }
+            if conn.json {
+                print_json(&Value::Array(answers));
+            } else {
+                print_table(
+                    &["ENDPOINT", "ID", "PROTOCOL", "SUPPORTS", "CLUSTER_VERSION", "DATA_FORMAT"],
+                    &rows,
+                );
+            }
+            if answered == 0 {
+                eprintln!("error: no endpoint answered");
+                return EXIT_FAILED;
+            }
+            EXIT_OK
+        }),
+        UpgradeAction::Finalize { version, conn } => block_on(async move {
+            let client = match conn.client() {
+                Ok(client) => client,
+                Err(error) => return report(&error, conn.json),
+            };
+            match client.finalize_upgrade(version).await {
+                Ok(answer) if conn.json => {
+                    print_json(&answer.raw);
+                    EXIT_OK
+                }
+                Ok(answer) if answer.cluster_version == answer.previous => {
+                    println!("cluster version {} (unchanged)", answer.cluster_version);
+                    EXIT_OK
+                }
+                Ok(answer) => {
+                    println!(
+                        "cluster version {} -> {}: finalized (nodes can no longer be rolled back)",
+                        answer.previous, answer.cluster_version
+                    );
+                    EXIT_OK
+                }
+                Err(error) => report(&error, conn.json),
+            }
+        }),
+    }
 }
