@@ -1019,6 +1019,69 @@ mod tests {
         assert_eq!(slow.faketime(), "+0.000 x0.800000");
     }
 
+    /// A stand-in `keel` script: `serve --help` succeeds; `serve ...` runs `body`.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        let text = format!("#!/bin/sh\n[ \"$2\" = --help ] && exit 0\n{body}\n");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_refusing_build_is_recognised_and_a_hanging_one_is_killed_at_the_bound() {
+        let dir = std::env::temp_dir().join(format!("keel-nemesis-refusal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let refuses = script(
+            &dir,
+            "old.sh",
+            "echo 'data format 2 is newer than this binary (up to 1)' >&2\nexit 3",
+        );
+        let hangs = script(&dir, "next.sh", "echo serving\nexec sleep 30");
+        let spec = ClusterSpec {
+            keel_bin: refuses,
+            nodes: 1,
+            dir: dir.join("cluster"),
+            election_timeout_ms: 300,
+            mutant: None,
+            seed: 1,
+            clock_uncertainty_ms: None,
+            spares: 0,
+            upgrade_bin: Some(hangs),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut cluster = Cluster::create(spec).await.unwrap();
+            let message = "newer than this binary";
+            let old = cluster
+                .start_expecting_refusal(1, Binary::Old, message, 5_000)
+                .await
+                .unwrap();
+            assert!(old.failed && old.message_seen, "{old:?}");
+            assert!(
+                old.exit.is_some() && old.last_line.contains(message),
+                "{old:?}"
+            );
+            // Only what this start wrote counts (the log already holds the message once).
+            let next = cluster
+                .start_expecting_refusal(1, Binary::Next, message, 300)
+                .await
+                .unwrap();
+            assert_eq!(next.exit, None, "still running at the bound: {next:?}");
+            assert!(!next.failed && !next.message_seen, "{next:?}");
+            assert!(next.elapsed_ms >= 300);
+            assert_eq!(next.last_line, "serving");
+            assert!(!cluster.node(1).running(), "the node itself stays stopped");
+            assert_eq!(cluster.node(1).binary, Binary::Old);
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn metric_parsing() {
         let text = "# HELP x y\nkeel_a_total 3\nkeel_a_total_other 9\nkeel_b{x=\"1\"} 2\nkeel_b{x=\"2\"} 5\n";

@@ -294,23 +294,21 @@ pub struct NodeVersions {
     pub data_format: u32,
 }
 
-/// Reads the versions out of a status answer.
+/// The versions out of a status answer.
 pub fn versions_of(status: &Status) -> NodeVersions {
-    let number = |field: &str| status.raw[field].as_u64().unwrap_or(0) as u32;
     NodeVersions {
-        protocol: status.raw["protocol"].as_str().unwrap_or("?").to_string(),
-        cluster_version: number("cluster_version"),
-        cluster_version_max: number("cluster_version_max"),
-        data_format: number("data_format"),
+        protocol: status.protocol.clone(),
+        cluster_version: status.cluster_version,
+        cluster_version_max: status.cluster_version_max,
+        data_format: status.data_format,
     }
 }
 
-/// The server's finalize call: (cluster version now, before).
+/// The server's finalize call (to the highest version every member supports): (cluster
+/// version now, before).
 async fn finalize_call(client: &Client) -> Result<(u32, u32), keel_client::Error> {
-    let _ = client;
-    Err(keel_client::Error::InvalidArgument(
-        "finalize_upgrade is not in this keel-client yet".to_string(),
-    ))
+    let answer = client.finalize_upgrade(None).await?;
+    Ok((answer.cluster_version, answer.previous))
 }
 
 async fn finalize(
