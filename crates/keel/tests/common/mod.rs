@@ -47,6 +47,8 @@ pub struct Node {
     pub child: Option<Child>,
     /// Extra environment for this node's process (e.g. libfaketime).
     pub env: Vec<(String, String)>,
+    /// Another keel binary to run this node with (None: this build's).
+    pub bin: Option<PathBuf>,
 }
 
 pub struct Cluster {
@@ -78,6 +80,7 @@ impl Cluster {
                 peer_addr: format!("127.0.0.1:{}", ports[2 * i + 1]),
                 child: None,
                 env: Vec::new(),
+                bin: None,
             })
             .collect();
         let cluster = Cluster {
@@ -113,7 +116,11 @@ impl Cluster {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        let bin = node
+            .bin
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_keel")));
+        let child = Command::new(bin)
             .arg("serve")
             .args(["--id", &node.id.to_string()])
             .arg("--data-dir")
