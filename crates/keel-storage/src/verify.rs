@@ -27,6 +27,9 @@ pub struct Verification {
     /// was started with `--repair` and has not caught up from a leader yet, so it starts in
     /// repair mode again (no votes, no counted acknowledgements) whatever its flags say.
     pub repairing: Option<String>,
+    /// The directory's data format (`FORMAT`); None: no file yet (written at the next start,
+    /// as the oldest format).
+    pub data_format: Option<u32>,
 }
 
 impl Verification {
@@ -45,6 +48,27 @@ pub fn verify<I: Io>(io: &I, dir: &Path) -> Result<Verification> {
     }
     let mut damage = Vec::new();
     let mut notes = Vec::new();
+    // A newer release's directory is refused as a whole (NewerFormat), like recovery does:
+    // its files are not this binary's to judge.
+    let data_format = match crate::format::read(io, dir) {
+        Ok(format) => format,
+        Err(Error::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => {
+            damage.push(format!("{} offset {offset}: {reason}", path.display()));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if data_format.is_none() && damage.is_empty() {
+        notes.push(format!(
+            "no {} file: data format {} is assumed and written at the next start",
+            crate::format::FORMAT_FILE,
+            crate::format::DATA_FORMAT_MIN
+        ));
+    }
     let wal_dir = dir.join(WAL_DIR);
     let wal = if io
         .exists(&wal_dir)
@@ -171,6 +195,7 @@ pub fn verify<I: Io>(io: &I, dir: &Path) -> Result<Verification> {
         damage,
         notes,
         repairing,
+        data_format,
     })
 }
 

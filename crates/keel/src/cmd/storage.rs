@@ -62,6 +62,9 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn print_verdict(v: &Verification) {
+    if let Some(format) = v.data_format {
+        println!("data_format={format}");
+    }
     for note in &v.notes {
         println!("note: {note}");
     }
