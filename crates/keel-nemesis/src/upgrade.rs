@@ -176,6 +176,11 @@ impl Progress {
     fn refusal_checked(&self) -> bool {
         self.refusal_check.is_some()
     }
+
+    /// Finalized and checked: nothing left for the fault to do.
+    pub fn done(&self) -> bool {
+        self.finalized() && self.refusal_checked()
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -673,7 +678,9 @@ mod tests {
                 Action::CheckRefusal(1..=3)
             ));
         }
+        assert!(!progress.done());
         progress.refusal_check = Some(Err("exited 0".to_string()));
+        assert!(progress.done());
         assert_eq!(plan(&progress, &upgraded, 9), Action::Idle);
         assert_eq!(progress.problems().len(), 1, "{:?}", progress.problems());
     }
