@@ -12,8 +12,8 @@ use crate::session::SessionState;
 use crate::types::{
     parse_cas, parse_delete, parse_get, parse_header, parse_members, parse_put, parse_range,
     parse_status, parse_txn, put_bytes, AdminResponse, CasExpectation, CasResponse, DeleteResponse,
-    FinalizeUpgrade, GetResponse, MembersResponse, PutResponse, RangeResponse, RangeSpec, ReadOptions, SessionTag,
-    Status, TxnResponse, WriteOptions,
+    FinalizeUpgrade, GetResponse, MembersResponse, PutResponse, RangeResponse, RangeSpec,
+    ReadOptions, SessionTag, Status, TxnResponse, WriteOptions,
 };
 
 /// Bytes left as they are in a path segment: RFC 3986 unreserved characters.

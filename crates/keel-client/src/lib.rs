@@ -42,7 +42,7 @@ pub use config::{normalize_endpoint, ClientConfig, ENDPOINTS_MAX};
 pub use error::{Error, ErrorCode, LeaderHint, RetryHint, ServerError};
 pub use session::SESSION_WRITES_INFLIGHT_MAX;
 pub use types::{
-    AdminResponse, CasExpectation, CasResponse, DeleteResponse, FinalizeUpgrade, GetResponse, KeyValue, Member,
-    MembersResponse, PutResponse, RangeResponse, RangeSpec, ReadLevel, ReadOptions, ResponseHeader,
-    Served, SessionTag, Status, TxnResponse, WriteOptions,
+    AdminResponse, CasExpectation, CasResponse, DeleteResponse, FinalizeUpgrade, GetResponse,
+    KeyValue, Member, MembersResponse, PutResponse, RangeResponse, RangeSpec, ReadLevel,
+    ReadOptions, ResponseHeader, Served, SessionTag, Status, TxnResponse, WriteOptions,
 };

@@ -43,7 +43,10 @@ pub enum Response {
     },
     /// `Command::SetClusterVersion` applied: the cluster version went from `previous` to
     /// `version` (equal when it was already there or higher).
-    ClusterVersionSet { version: u32, previous: u32 },
+    ClusterVersionSet {
+        version: u32,
+        previous: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1546,7 +1546,14 @@ async fn finalize_upgrade(
         Ok(t) => t,
         Err(reason) => return ApiError::failed_precondition(reason).into_response(),
     };
-    match write_call(&s, Command::SetClusterVersion { version: target }, None, fwd).await {
+    match write_call(
+        &s,
+        Command::SetClusterVersion { version: target },
+        None,
+        fwd,
+    )
+    .await
+    {
         Ok(ok) => write_result(ok, |_, resp| {
             let mut m = Map::new();
             if let KvResponse::ClusterVersionSet { version, previous } = resp {

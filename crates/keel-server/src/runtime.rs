@@ -275,7 +275,9 @@ impl Runtime {
         shared.set_replicated_book(book.clone());
         // A crash between applying a finalization and raising the format: raise it now.
         let data_format_wanted = (sm.cluster_version()
-            > shared.data_format.load(std::sync::atomic::Ordering::Acquire))
+            > shared
+                .data_format
+                .load(std::sync::atomic::Ordering::Acquire))
         .then_some(sm.cluster_version());
         let (cfg_target, cfg_interval) = (cfg.queue_delay_target_ms, cfg.queue_delay_interval_ms);
         Runtime {
@@ -1089,12 +1091,25 @@ impl Runtime {
             .shared
             .cluster_version
             .swap(version, std::sync::atomic::Ordering::AcqRel);
-        assert!(version >= previous, "cluster version lowered: {version} after {previous}");
-        if version > self.shared.data_format.load(std::sync::atomic::Ordering::Acquire) {
+        assert!(
+            version >= previous,
+            "cluster version lowered: {version} after {previous}"
+        );
+        if version
+            > self
+                .shared
+                .data_format
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
             self.data_format_wanted = Some(version);
         }
         if version != previous {
-            tracing::info!(node = self.cfg.id, version, previous, "cluster version applied");
+            tracing::info!(
+                node = self.cfg.id,
+                version,
+                previous,
+                "cluster version applied"
+            );
         }
     }
 

@@ -11,11 +11,7 @@ use keel_core::{Body, Entry, EntryKind, Membership, Message, RejectHint, Snapsho
 /// major with the same, the previous or a newer minor version.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// The test build `next-version` speaks the next minor (docs/upgrades.md).
-pub const PROTOCOL_MINOR: u32 = if cfg!(feature = "next-version") {
-    1
-} else {
-    0
-};
+pub const PROTOCOL_MINOR: u32 = if cfg!(feature = "next-version") { 1 } else { 0 };
 
 /// Which lane a connection serves: votes and heartbeats never wait behind bulk appends.
 pub const LANE_PRIORITY: u32 = 1;

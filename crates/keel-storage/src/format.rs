@@ -29,11 +29,7 @@ const FORMAT_FILE_BYTES: usize = 16;
 pub const DATA_FORMAT_MIN: u32 = 1;
 /// The newest data format this binary reads and may switch a directory to. The test build
 /// `--features next-version` stands in for the next release (docs/upgrades.md).
-pub const DATA_FORMAT_MAX: u32 = if cfg!(feature = "next-version") {
-    2
-} else {
-    1
-};
+pub const DATA_FORMAT_MAX: u32 = if cfg!(feature = "next-version") { 2 } else { 1 };
 
 pub(crate) fn encode(format: u32) -> [u8; FORMAT_FILE_BYTES] {
     assert!(format >= DATA_FORMAT_MIN);

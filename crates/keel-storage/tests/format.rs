@@ -76,7 +76,10 @@ fn a_newer_format_is_refused_before_anything_is_read_even_in_repair_mode() {
                 supported_max,
                 ..
             }) => {
-                assert_eq!((found, supported_max), (DATA_FORMAT_MAX + 1, DATA_FORMAT_MAX));
+                assert_eq!(
+                    (found, supported_max),
+                    (DATA_FORMAT_MAX + 1, DATA_FORMAT_MAX)
+                );
             }
             Err(other) => panic!("expected NewerFormat, got {other}"),
             Ok(_) => panic!("a newer data format was opened (repair {repair})"),

@@ -68,7 +68,9 @@ async fn restart_on(cluster: &mut Cluster, client: &Client, index: usize, bin: P
     cluster.nodes[index].bin = Some(bin);
     cluster.spawn(index);
     let (_, leader) = cluster.wait_leader(client).await;
-    cluster.wait_applied(client, index, leader.commit_index).await;
+    cluster
+        .wait_applied(client, index, leader.commit_index)
+        .await;
 }
 
 /// The node's versions as its status reports them: (protocol, max, cluster version, format).
@@ -97,7 +99,11 @@ async fn rolling_upgrade_with_rollback_then_finalization_fences_the_old_release(
     // All on the older release: finalizing to 2 is refused, finalizing to what everyone
     // supports changes nothing.
     let refused = client.finalize_upgrade(Some(2)).await.unwrap_err();
-    assert_eq!(refused.code(), ErrorCode::FailedPrecondition.as_str(), "{refused}");
+    assert_eq!(
+        refused.code(),
+        ErrorCode::FailedPrecondition.as_str(),
+        "{refused}"
+    );
     let same = client.finalize_upgrade(None).await.unwrap();
     assert_eq!((same.previous, same.cluster_version), (1, 1));
 
@@ -177,9 +183,16 @@ async fn rolling_upgrade_with_rollback_then_finalization_fences_the_old_release(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     cluster.nodes[2].child = None;
-    assert!(!exit.success(), "the older binary exited 0 on a finalized directory");
+    assert!(
+        !exit.success(),
+        "the older binary exited 0 on a finalized directory"
+    );
     let log = std::fs::read_to_string(cluster.root.join("node-3.log")).unwrap();
-    assert!(log.contains("newer than this binary"), "{}", cluster.log_tail());
+    assert!(
+        log.contains("newer than this binary"),
+        "{}",
+        cluster.log_tail()
+    );
     cluster.nodes[2].bin = Some(next.clone());
     cluster.spawn(2);
     let (_, leader) = cluster.wait_leader(&client).await;
@@ -200,8 +213,10 @@ async fn rolling_upgrade_with_rollback_then_finalization_fences_the_old_release(
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let learner = client.status_of(&http).await.unwrap();
     assert_eq!(
-        learner.applied_index, 0,
-        "an older binary received the log of a finalized cluster {}", cluster.log_tail()
+        learner.applied_index,
+        0,
+        "an older binary received the log of a finalized cluster {}",
+        cluster.log_tail()
     );
     let logs: String = (1..=3)
         .map(|id| std::fs::read_to_string(cluster.root.join(format!("node-{id}.log"))).unwrap())

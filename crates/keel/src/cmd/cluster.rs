@@ -139,8 +139,17 @@ pub fn run_status(args: StatusArgs) -> i32 {
         } else {
             print_table(
                 &[
-                    "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "REVISION",
-                    "CONFIG", "MODE", "CLUSTER_V",
+                    "ENDPOINT",
+                    "ID",
+                    "ROLE",
+                    "TERM",
+                    "LEADER",
+                    "COMMIT",
+                    "APPLIED",
+                    "REVISION",
+                    "CONFIG",
+                    "MODE",
+                    "CLUSTER_V",
                 ],
                 &rows,
             );
@@ -295,7 +304,9 @@ pub fn run_upgrade(args: UpgradeArgs) -> i32 {
                             status.cluster_version.to_string(),
                             status.data_format.to_string(),
                         ]);
-                        answers.push(json!({"endpoint": endpoint, "version": status.raw.get("version")}));
+                        answers.push(
+                            json!({"endpoint": endpoint, "version": status.raw.get("version")}),
+                        );
                     }
                     Err(error) => {
                         let mut row = vec![endpoint.clone()];
@@ -311,7 +322,14 @@ pub fn run_upgrade(args: UpgradeArgs) -> i32 {
                 print_json(&Value::Array(answers));
             } else {
                 print_table(
-                    &["ENDPOINT", "ID", "PROTOCOL", "SUPPORTS", "CLUSTER_VERSION", "DATA_FORMAT"],
+                    &[
+                        "ENDPOINT",
+                        "ID",
+                        "PROTOCOL",
+                        "SUPPORTS",
+                        "CLUSTER_VERSION",
+                        "DATA_FORMAT",
+                    ],
                     &rows,
                 );
             }
