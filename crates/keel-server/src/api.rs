@@ -1540,6 +1540,7 @@ async fn finalize_upgrade(
     let target = match crate::version::finalize_target(
         requested,
         current,
+        crate::version::CLUSTER_VERSION_MAX,
         &members,
         &s.shared.peer_versions(),
     ) {

@@ -63,18 +63,21 @@ pub fn check_runnable(cluster_version: u32) -> anyhow::Result<()> {
 }
 
 /// Decides a finalization: the version to set (`requested`, or the highest every member
-/// supports), or why not. `members` are every voter and learner except this node; `peers` the
+/// supports), or why not. `binary_max` is this node's `CLUSTER_VERSION_MAX` (a parameter so
+/// that both releases' rules are tested in one build); `members` are every voter and learner
+/// except this node; `peers` the
 /// versions learned from handshakes since each peer's last (re)start. A member the leader has
 /// not heard from is a refusal, not a guess: finalizing past a binary that cannot run the
 /// new version would stop that node.
 pub fn finalize_target(
     requested: Option<u32>,
     current: u32,
+    binary_max: u32,
     members: &[NodeId],
     peers: &BTreeMap<NodeId, PeerVersion>,
 ) -> Result<u32, String> {
-    assert!(current >= 1);
-    let mut supported = CLUSTER_VERSION_MAX;
+    assert!(current >= 1 && current <= binary_max);
+    let mut supported = binary_max;
     let mut missing = Vec::new();
     for id in members {
         match peers.get(id) {
@@ -93,9 +96,9 @@ pub fn finalize_target(
     if target == 0 {
         return Err("cluster version 0 does not exist".into());
     }
-    if target > CLUSTER_VERSION_MAX {
+    if target > binary_max {
         return Err(format!(
-            "this node's binary supports cluster version up to {CLUSTER_VERSION_MAX}, not {target}"
+            "this node's binary supports cluster version up to {binary_max}, not {target}"
         ));
     }
     let behind: Vec<String> = members
@@ -114,7 +117,7 @@ pub fn finalize_target(
             "the cluster version is {current}; it is never lowered (asked for {target})"
         ));
     }
-    assert!(target >= current && target <= CLUSTER_VERSION_MAX);
+    assert!(target >= current && target <= binary_max);
     Ok(target)
 }
 
@@ -138,26 +141,36 @@ mod tests {
 
     #[test]
     fn finalization_waits_for_every_member_and_never_lowers() {
-        let all_new = peers(&[(2, CLUSTER_VERSION_MAX), (3, CLUSTER_VERSION_MAX)]);
-        assert_eq!(
-            finalize_target(None, 1, &[2, 3], &all_new),
-            Ok(CLUSTER_VERSION_MAX)
-        );
-        let unknown = finalize_target(None, 1, &[2, 3, 4], &all_new).unwrap_err();
+        // A leader on the next release (supports 2), cluster at 1.
+        let all_new = peers(&[(2, 2), (3, 2)]);
+        assert_eq!(finalize_target(None, 1, 2, &[2, 3], &all_new), Ok(2));
+        assert_eq!(finalize_target(Some(2), 1, 2, &[2, 3], &all_new), Ok(2));
+        let unknown = finalize_target(None, 1, 2, &[2, 3, 4], &all_new).unwrap_err();
         assert!(unknown.contains("member(s) 4"), "{unknown}");
-        let too_high = finalize_target(Some(CLUSTER_VERSION_MAX + 1), 1, &[2, 3], &all_new);
-        assert!(too_high.unwrap_err().contains("this node's binary"));
-        let one_old = peers(&[(2, CLUSTER_VERSION_MAX), (3, 1)]);
-        // Default target: what everyone supports (1 here); never below the current version.
-        assert_eq!(finalize_target(None, 1, &[2, 3], &one_old), Ok(1));
-        if CLUSTER_VERSION_MAX > 1 {
-            let refused = finalize_target(Some(2), 1, &[2, 3], &one_old).unwrap_err();
-            assert!(refused.contains("3 (up to 1)"), "{refused}");
-            let lower = finalize_target(Some(1), 2, &[2, 3], &all_new).unwrap_err();
-            assert!(lower.contains("never lowered"), "{lower}");
-        }
-        assert!(finalize_target(Some(0), 1, &[], &BTreeMap::new()).is_err());
+        let too_high = finalize_target(Some(3), 1, 2, &[2, 3], &all_new).unwrap_err();
+        assert!(too_high.contains("this node's binary"), "{too_high}");
+        // One member still on the older release: the default target is what everyone
+        // supports (1: unchanged); asking for 2 names the member.
+        let one_old = peers(&[(2, 2), (3, 1)]);
+        assert_eq!(finalize_target(None, 1, 2, &[2, 3], &one_old), Ok(1));
+        let refused = finalize_target(Some(2), 1, 2, &[2, 3], &one_old).unwrap_err();
+        assert!(refused.contains("3 (up to 1)"), "{refused}");
+        // A leader on the older release cannot finalize past itself.
+        let refused = finalize_target(Some(2), 1, 1, &[2, 3], &all_new).unwrap_err();
+        assert!(refused.contains("up to 1, not 2"), "{refused}");
+        // Finalized at 2: never lowered; asking again is fine (idempotent).
+        let lower = finalize_target(Some(1), 2, 2, &[2, 3], &all_new).unwrap_err();
+        assert!(lower.contains("never lowered"), "{lower}");
+        assert_eq!(finalize_target(None, 2, 2, &[2, 3], &all_new), Ok(2));
+        assert!(finalize_target(Some(0), 1, 1, &[], &BTreeMap::new()).is_err());
         assert_eq!(announced_max(0), 1);
         assert_eq!(announced_max(2), 2);
+    }
+
+    #[test]
+    fn a_binary_runs_only_the_cluster_versions_it_supports() {
+        assert!(check_runnable(CLUSTER_VERSION_MAX).is_ok());
+        let refused = check_runnable(CLUSTER_VERSION_MAX + 1).unwrap_err().to_string();
+        assert!(refused.contains("newer than this binary"), "{refused}");
     }
 }
