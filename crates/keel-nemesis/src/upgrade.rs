@@ -257,13 +257,18 @@ async fn execute(
             };
             let how = cluster.lock().await.restart_on(id, binary).await?;
             let caught_up = catch_up(cluster, progress, id, deadline).await;
+            let members_now = members(&*cluster.lock().await);
+            let on_next = members_now.iter().filter(|m| m.1 == Binary::Next).count();
             let mut p = lock(progress);
             if binary == Binary::Next {
                 p.upgrades += 1;
             } else {
                 p.rollbacks += 1;
             }
-            format!("{verb} ({how}, {caught_up})")
+            format!(
+                "{verb} ({how}, {caught_up}; {on_next} of {} members on next)",
+                members_now.len()
+            )
         }
         Action::Finalize => finalize(cluster, progress, recorder).await?,
         Action::CheckRefusal(id) => check_refusal(cluster, progress, id, deadline).await?,
