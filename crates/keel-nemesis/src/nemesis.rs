@@ -552,18 +552,29 @@ async fn membership_change(
         return Ok(Some(detail));
     }
     detail.push_str(", promoted");
-    // Remove a voter other than the leader and the new one.
-    let victims: Vec<u64> = cluster
-        .lock()
-        .await
-        .ids()
-        .into_iter()
-        .filter(|&i| i != leader && i != spare)
+    // Remove a voter other than the new one: a third of the time the leader itself (it
+    // commits the configuration without itself and steps down; the rest elect a successor),
+    // otherwise another voter.
+    let (voters, leader_now) = {
+        let guard = cluster.lock().await;
+        let leader_now = guard.leader().await.unwrap_or(leader);
+        (guard.ids(), leader_now)
+    };
+    let others: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|&i| i != leader_now && i != spare)
         .collect();
-    if victims.is_empty() {
-        return Ok(Some(detail));
-    }
-    let victim = pick(&victims, step.choice >> 8);
+    let remove_leader = (step.choice >> 16) % 3 == 0 && leader_now != spare;
+    let victim = if remove_leader || others.is_empty() {
+        if leader_now == spare {
+            return Ok(Some(detail));
+        }
+        leader_now
+    } else {
+        pick(&others, step.choice >> 8)
+    };
+    let victim_is_leader = victim == leader_now;
     let mut removed = Err(String::new());
     for _ in 0..attempts_max {
         removed = admin.remove_member(victim).await.map_err(|e| e.code());
@@ -577,7 +588,8 @@ async fn membership_change(
             let mut guard = cluster.lock().await;
             guard.kill(victim)?;
             guard.set_member(victim, false);
-            detail.push_str(&format!(", node {victim} removed and stopped"));
+            let role = if victim_is_leader { " (the leader)" } else { "" };
+            detail.push_str(&format!(", node {victim}{role} removed and stopped"));
         }
         Err(code) => detail.push_str(&format!(", removing node {victim} failed ({code})")),
     }

@@ -318,6 +318,23 @@ async fn membership_add_learner_promote_remove_live() {
         .wait_applied(&client, 3, get.header.applied_index)
         .await;
     assert_eq!(status.node_id, 4);
+
+    // Remove the leader itself: it commits the configuration without itself, steps down, and
+    // one of the remaining voters takes over with every acknowledged write.
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let leader_id = cluster.nodes[leader].id;
+    client.remove_member(leader_id).await.unwrap();
+    cluster.kill9(leader);
+    let (next, status) = cluster.wait_leader(&client).await;
+    assert_ne!(cluster.nodes[next].id, leader_id);
+    assert!(status.members.iter().all(|m| m.id != leader_id));
+    assert_eq!(status.members.len(), 2);
+    let put = client.put("after-leader", "3", write_options()).await.unwrap();
+    for key in ["before", "after", "after-leader"] {
+        let get = client.get(key, ReadOptions::default()).await.unwrap();
+        assert!(get.kv.is_some(), "{key} lost after removing the leader");
+    }
+    assert!(put.revision > 0);
 }
 
 /// Writes with one session tag twice; Ok if the retry was deduplicated.
