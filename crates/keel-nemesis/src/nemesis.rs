@@ -565,7 +565,7 @@ async fn membership_change(
         .copied()
         .filter(|&i| i != leader_now && i != spare)
         .collect();
-    let remove_leader = (step.choice >> 16) % 3 == 0 && leader_now != spare;
+    let remove_leader = (step.choice >> 16).is_multiple_of(3) && leader_now != spare;
     let victim = if remove_leader || others.is_empty() {
         if leader_now == spare {
             return Ok(Some(detail));
@@ -588,7 +588,11 @@ async fn membership_change(
             let mut guard = cluster.lock().await;
             guard.kill(victim)?;
             guard.set_member(victim, false);
-            let role = if victim_is_leader { " (the leader)" } else { "" };
+            let role = if victim_is_leader {
+                " (the leader)"
+            } else {
+                ""
+            };
             detail.push_str(&format!(", node {victim}{role} removed and stopped"));
         }
         Err(code) => detail.push_str(&format!(", removing node {victim} failed ({code})")),

@@ -329,7 +329,10 @@ async fn membership_add_learner_promote_remove_live() {
     assert_ne!(cluster.nodes[next].id, leader_id);
     assert!(status.members.iter().all(|m| m.id != leader_id));
     assert_eq!(status.members.len(), 2);
-    let put = client.put("after-leader", "3", write_options()).await.unwrap();
+    let put = client
+        .put("after-leader", "3", write_options())
+        .await
+        .unwrap();
     for key in ["before", "after", "after-leader"] {
         let get = client.get(key, ReadOptions::default()).await.unwrap();
         assert!(get.kv.is_some(), "{key} lost after removing the leader");
