@@ -170,7 +170,9 @@ mod tests {
     #[test]
     fn a_binary_runs_only_the_cluster_versions_it_supports() {
         assert!(check_runnable(CLUSTER_VERSION_MAX).is_ok());
-        let refused = check_runnable(CLUSTER_VERSION_MAX + 1).unwrap_err().to_string();
+        let refused = check_runnable(CLUSTER_VERSION_MAX + 1)
+            .unwrap_err()
+            .to_string();
         assert!(refused.contains("newer than this binary"), "{refused}");
     }
 }
