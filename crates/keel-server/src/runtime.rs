@@ -564,11 +564,20 @@ impl Runtime {
 
     fn not_leader(&self) -> ApiError {
         let leader = self.known_leader().filter(|&l| l != self.cfg.id);
-        ApiError::not_leader(
+        self.outside_hint(ApiError::not_leader(
             leader.map(|id| (id, self.shared.client_addr(id))),
             self.node.term(),
             self.node.last_leader_contact_ms(),
-        )
+        ))
+    }
+
+    /// A node outside the configuration it knows (removed, or not yet added) will not learn of
+    /// a leader by waiting: its NO_LEADER says "try another node", not "retry here".
+    fn outside_hint(&self, e: ApiError) -> ApiError {
+        if e.code == "NO_LEADER" && !self.node.membership().contains(self.cfg.id) {
+            return e.retry("other_node");
+        }
+        e
     }
 
     fn deadline(&self) -> u64 {
@@ -806,11 +815,11 @@ impl Runtime {
             }
             e => e,
         };
-        ApiError::from_propose(
+        self.outside_hint(ApiError::from_propose(
             e,
             |id| self.shared.client_addr(id),
             self.node.last_leader_contact_ms(),
-        )
+        ))
     }
 
     fn leader_ref(&self) -> Option<(NodeId, Option<String>)> {

@@ -307,6 +307,9 @@ async fn membership_add_learner_promote_remove_live() {
     let victim = (0..3).find(|&i| i != leader).unwrap();
     let victim_id = cluster.nodes[victim].id;
     client.remove_member(victim_id).await.unwrap();
+    // A removed node is stopped, as an operator would (left running, it answers NO_LEADER and
+    // a client that reaches it retries there: see docs/client-retries.md).
+    cluster.kill9(victim);
     let members = client.members().await.unwrap();
     assert!(members.members.iter().all(|m| m.id != victim_id));
     assert_eq!(members.members.len(), 3);
@@ -685,4 +688,42 @@ async fn demo_tour_performs_every_step() {
         "{text}"
     );
     assert!(status.success(), "demo exit: {status}");
+}
+
+/// A node outside the configuration (here: started but never added) will not learn of a
+/// leader by waiting, so its NO_LEADER tells the client to try another node, while a member
+/// without a leader says "retry here" (an election is probably under way).
+#[tokio::test]
+async fn a_node_outside_the_configuration_sends_clients_elsewhere() {
+    let mut cluster = Cluster::start("outside", 3, 1, &[]);
+    let client = cluster.client();
+    cluster.wait_leader(&client).await;
+    cluster.spawn(3);
+    let addr = cluster.nodes[3].client_addr.clone();
+    let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MS);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "spare never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, answer) = http(&addr, "PUT", "/v1/kv/outside", b"{\"value\":\"x\"}");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "NO_LEADER", "{answer}");
+    assert_eq!(answer["retry"], "other_node", "{answer}");
+    // A member that has lost its leader (the other two are down) says "retry here".
+    let (leader, _) = cluster.wait_leader(&client).await;
+    let member = (0..3).find(|&i| i != leader).unwrap();
+    for i in (0..3).filter(|&i| i != member) {
+        cluster.kill9(i);
+    }
+    let addr = cluster.nodes[member].client_addr.clone();
+    let deadline = Instant::now() + Duration::from_millis(LEADER_WAIT_MS);
+    loop {
+        let (_, answer) = http(&addr, "PUT", "/v1/kv/inside", b"{\"value\":\"x\"}");
+        if answer["code"] == "NO_LEADER" {
+            assert_eq!(answer["retry"], "same_node", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "member kept a leader: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
