@@ -244,6 +244,22 @@ async fn cli_commands_against_a_live_cluster() {
         .filter(|line| line.split_whitespace().nth(2) == Some("leader"))
         .count();
     assert_eq!(leader_rows, 1, "{out}");
+    // Versions (docs/upgrades.md): every node on this build, cluster version 1 of 1.
+    let (code, out, _) = cli(e, &["upgrade", "status"], None);
+    assert_eq!(code, 0);
+    let version_rows = out
+        .lines()
+        .filter(|line| {
+            line.split_whitespace().skip(2).collect::<Vec<_>>() == ["1.0", "1", "1", "1"]
+        })
+        .count();
+    assert_eq!(version_rows, 3, "{out}");
+    let (code, out, _) = cli(e, &["upgrade", "finalize"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("cluster version 1 (unchanged)"), "{out}");
+    let (code, _, err) = cli(e, &["upgrade", "finalize", "--version", "2"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
     let (code, out, _) = cli(e, &["members", "list", "--json"], None);
     assert_eq!(code, 0);
     assert_eq!(json_line(&out)["members"].as_array().unwrap().len(), 3);

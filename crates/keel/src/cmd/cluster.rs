@@ -100,6 +100,17 @@ fn status_row(endpoint: &str, status: &Status) -> Vec<String> {
     ]
 }
 
+fn version_row(endpoint: &str, status: &Status) -> Vec<String> {
+    vec![
+        endpoint.to_string(),
+        status.node_id.to_string(),
+        status.protocol.clone(),
+        status.cluster_version_max.to_string(),
+        status.cluster_version.to_string(),
+        status.data_format.to_string(),
+    ]
+}
+
 /// "applied/max" cluster version (docs/upgrades.md), or "-" from a server without versions.
 fn cluster_version_cell(status: &Status) -> String {
     if status.cluster_version == 0 {
@@ -109,10 +120,36 @@ fn cluster_version_cell(status: &Status) -> String {
 }
 
 pub fn run_status(args: StatusArgs) -> i32 {
+    let headers = [
+        "ENDPOINT",
+        "ID",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "COMMIT",
+        "APPLIED",
+        "REVISION",
+        "CONFIG",
+        "MODE",
+        "CLUSTER_V",
+    ];
+    status_table(&args.conn, &headers, status_row, |status| {
+        ("status", status.raw.clone())
+    })
+}
+
+/// Asks every endpoint for its status and prints one row per endpoint (or, with `--json`,
+/// one object per endpoint: `field` from `answer`, or the error). Exit 1 if none answered.
+fn status_table(
+    conn: &Conn,
+    headers: &[&str],
+    row: fn(&str, &Status) -> Vec<String>,
+    answer: fn(&Status) -> (&'static str, Value),
+) -> i32 {
     block_on(async move {
-        let client = match args.conn.client() {
+        let client = match conn.client() {
             Ok(client) => client,
-            Err(error) => return report(&error, args.conn.json),
+            Err(error) => return report(&error, conn.json),
         };
         let mut rows = Vec::new();
         let mut answers = Vec::new();
@@ -121,38 +158,24 @@ pub fn run_status(args: StatusArgs) -> i32 {
             match client.status_of(&endpoint).await {
                 Ok(status) => {
                     answered += 1;
-                    rows.push(status_row(&endpoint, &status));
-                    answers.push(json!({"endpoint": endpoint, "status": status.raw}));
+                    rows.push(row(&endpoint, &status));
+                    let (field, value) = answer(&status);
+                    answers.push(json!({"endpoint": endpoint, (field): value}));
                 }
                 Err(error) => {
-                    let mut row = vec![endpoint.clone()];
-                    row.extend(std::iter::repeat_n("-".to_string(), 9));
-                    row.push(format!("unreachable: {}", error.code()));
-                    rows.push(row);
+                    let mut cells = vec![endpoint.clone()];
+                    cells.extend(std::iter::repeat_n("-".to_string(), headers.len() - 2));
+                    cells.push(format!("unreachable: {}", error.code()));
+                    rows.push(cells);
                     answers.push(json!({"endpoint": endpoint,
                                         "error": {"code": error.code(), "message": error.to_string()}}));
                 }
             }
         }
-        if args.conn.json {
+        if conn.json {
             print_json(&Value::Array(answers));
         } else {
-            print_table(
-                &[
-                    "ENDPOINT",
-                    "ID",
-                    "ROLE",
-                    "TERM",
-                    "LEADER",
-                    "COMMIT",
-                    "APPLIED",
-                    "REVISION",
-                    "CONFIG",
-                    "MODE",
-                    "CLUSTER_V",
-                ],
-                &rows,
-            );
+            print_table(headers, &rows);
         }
         if answered == 0 {
             eprintln!("error: no endpoint answered");
@@ -284,61 +307,20 @@ pub fn run_transfer_leader(args: TransferLeaderArgs) -> i32 {
 
 pub fn run_upgrade(args: UpgradeArgs) -> i32 {
     match args.action {
-        UpgradeAction::Status { conn } => block_on(async move {
-            let client = match conn.client() {
-                Ok(client) => client,
-                Err(error) => return report(&error, conn.json),
-            };
-            let mut rows = Vec::new();
-            let mut answers = Vec::new();
-            let mut answered = 0;
-            for endpoint in client.endpoints() {
-                match client.status_of(&endpoint).await {
-                    Ok(status) => {
-                        answered += 1;
-                        rows.push(vec![
-                            endpoint.clone(),
-                            status.node_id.to_string(),
-                            status.protocol.clone(),
-                            status.cluster_version_max.to_string(),
-                            status.cluster_version.to_string(),
-                            status.data_format.to_string(),
-                        ]);
-                        answers.push(
-                            json!({"endpoint": endpoint, "version": status.raw.get("version")}),
-                        );
-                    }
-                    Err(error) => {
-                        let mut row = vec![endpoint.clone()];
-                        row.extend(std::iter::repeat_n("-".to_string(), 4));
-                        row.push(format!("unreachable: {}", error.code()));
-                        rows.push(row);
-                        answers.push(json!({"endpoint": endpoint,
-                                            "error": {"code": error.code(), "message": error.to_string()}}));
-                    }
-                }
-            }
-            if conn.json {
-                print_json(&Value::Array(answers));
-            } else {
-                print_table(
-                    &[
-                        "ENDPOINT",
-                        "ID",
-                        "PROTOCOL",
-                        "SUPPORTS",
-                        "CLUSTER_VERSION",
-                        "DATA_FORMAT",
-                    ],
-                    &rows,
-                );
-            }
-            if answered == 0 {
-                eprintln!("error: no endpoint answered");
-                return EXIT_FAILED;
-            }
-            EXIT_OK
-        }),
+        UpgradeAction::Status { conn } => {
+            let headers = [
+                "ENDPOINT",
+                "ID",
+                "PROTOCOL",
+                "SUPPORTS",
+                "CLUSTER_VERSION",
+                "DATA_FORMAT",
+            ];
+            status_table(&conn, &headers, version_row, |status| {
+                let version = status.raw.get("version").cloned().unwrap_or(Value::Null);
+                ("version", version)
+            })
+        }
         UpgradeAction::Finalize { version, conn } => block_on(async move {
             let client = match conn.client() {
                 Ok(client) => client,
