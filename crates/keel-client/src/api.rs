@@ -11,9 +11,9 @@ use crate::error::Error;
 use crate::session::SessionState;
 use crate::types::{
     parse_cas, parse_delete, parse_get, parse_header, parse_members, parse_put, parse_range,
-    parse_status, parse_txn, put_bytes, AdminResponse, CasExpectation, CasResponse, DeleteResponse,
-    FinalizeUpgrade, GetResponse, MembersResponse, PutResponse, RangeResponse, RangeSpec,
-    ReadOptions, SessionTag, Status, TxnResponse, WriteOptions,
+    parse_status, parse_txn, put_bytes, u32_field, AdminResponse, CasExpectation, CasResponse,
+    DeleteResponse, FinalizeUpgrade, GetResponse, MembersResponse, PutResponse, RangeResponse,
+    RangeSpec, ReadOptions, SessionTag, Status, TxnResponse, WriteOptions,
 };
 
 /// Bytes left as they are in a path segment: RFC 3986 unreserved characters.
@@ -398,17 +398,9 @@ impl Client {
                 Some(body),
             )
             .await?;
-        let number = |name: &str| {
-            answer
-                .raw
-                .get(name)
-                .and_then(Value::as_u64)
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(0)
-        };
         Ok(FinalizeUpgrade {
-            cluster_version: number("cluster_version"),
-            previous: number("previous"),
+            cluster_version: u32_field(&answer.raw, "cluster_version"),
+            previous: u32_field(&answer.raw, "previous"),
             header: answer.header,
             raw: answer.raw,
         })

@@ -284,6 +284,15 @@ fn u64_field(object: &Value, name: &str) -> u64 {
     object.get(name).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// A u32 field (0: absent, not a number, or out of range).
+pub(crate) fn u32_field(object: &Value, name: &str) -> u32 {
+    object
+        .get(name)
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
 /// A leader field may be an id, an object with an id, or null.
 fn leader_id(value: Option<&Value>) -> Option<u64> {
     let value = value?;
@@ -404,20 +413,11 @@ pub(crate) fn parse_status(body: Value) -> Status {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string(),
-        cluster_version: version_field(&body, "cluster_version"),
-        cluster_version_max: version_field(&body, "cluster_version_max"),
-        data_format: version_field(&body, "data_format"),
+        cluster_version: u32_field(&body["version"], "cluster_version"),
+        cluster_version_max: u32_field(&body["version"], "cluster_version_max"),
+        data_format: u32_field(&body["version"], "data_format"),
         raw: body,
     }
-}
-
-/// A field of the status's `version` object (0: absent or out of range).
-fn version_field(body: &Value, name: &str) -> u32 {
-    body.get("version")
-        .and_then(|v| v.get(name))
-        .and_then(Value::as_u64)
-        .and_then(|v| u32::try_from(v).ok())
-        .unwrap_or(0)
 }
 
 pub(crate) fn parse_put(body: Value) -> PutResponse {

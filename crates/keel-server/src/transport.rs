@@ -226,21 +226,14 @@ async fn connect(
             wire::PROTOCOL_MINOR
         )));
     }
-    let peer_max = crate::version::announced_max(ack.cluster_version_max);
-    let cluster_version = shared.cluster_version();
-    if peer_max < cluster_version {
-        return Err(ConnectError::Refused(format!(
-            "peer {to} runs a binary that supports cluster version up to {peer_max}, but the \
-             cluster finalized version {cluster_version}"
-        )));
-    }
-    shared.learn_peer_version(
+    let peer = crate::version::check_peer(
         to,
-        crate::version::PeerVersion {
-            protocol_minor: ack.version_minor,
-            cluster_version_max: peer_max,
-        },
-    );
+        ack.version_minor,
+        ack.cluster_version_max,
+        shared.cluster_version(),
+    )
+    .map_err(ConnectError::Refused)?;
+    shared.learn_peer_version(to, peer);
     shared.learn_client_addr(to, ack.client_addr);
     Ok(framed)
 }
@@ -298,7 +291,7 @@ async fn serve_conn(
     );
     let ack = HelloAck {
         accepted: verdict.is_ok(),
-        reason: verdict.clone().err().unwrap_or_default(),
+        reason: verdict.as_ref().err().cloned().unwrap_or_default(),
         node_id: shared.node_id,
         version_major: wire::PROTOCOL_MAJOR,
         version_minor: wire::PROTOCOL_MINOR,
@@ -309,17 +302,14 @@ async fn serve_conn(
         .send(Bytes::from(ack.encode_to_vec()))
         .await
         .map_err(|e| e.to_string())?;
-    if let Err(reason) = verdict {
-        tracing::error!(peer = hello.node_id, %reason, "refusing peer connection");
-        return Err(reason);
-    }
-    shared.learn_peer_version(
-        hello.node_id,
-        crate::version::PeerVersion {
-            protocol_minor: hello.version_minor,
-            cluster_version_max: crate::version::announced_max(hello.cluster_version_max),
-        },
-    );
+    let peer = match verdict {
+        Ok(peer) => peer,
+        Err(reason) => {
+            tracing::error!(peer = hello.node_id, %reason, "refusing peer connection");
+            return Err(reason);
+        }
+    };
+    shared.learn_peer_version(hello.node_id, peer);
     shared.learn_client_addr(hello.node_id, hello.client_addr.clone());
     let from = hello.node_id;
     while let Some(frame) = framed.next().await {

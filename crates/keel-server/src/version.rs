@@ -33,6 +33,28 @@ pub fn announced_max(field: u32) -> u32 {
     field.max(1)
 }
 
+/// What a peer's handshake (Hello or HelloAck) says about its binary, checked against the
+/// finalized cluster version this node applied: a binary that cannot run it is refused (a
+/// node rolled back after finalization, or an old release on a fresh directory).
+pub fn check_peer(
+    node: NodeId,
+    protocol_minor: u32,
+    cluster_version_max_field: u32,
+    cluster_version: u32,
+) -> Result<PeerVersion, String> {
+    let cluster_version_max = announced_max(cluster_version_max_field);
+    if cluster_version_max < cluster_version {
+        return Err(format!(
+            "peer binary supports cluster version up to {cluster_version_max}, but the cluster \
+             finalized version {cluster_version}: run the newer binary on node {node}"
+        ));
+    }
+    Ok(PeerVersion {
+        protocol_minor,
+        cluster_version_max,
+    })
+}
+
 /// This binary's versions, one line (`keel --version`, logs, `/v1/status`).
 pub fn describe() -> String {
     format!(

@@ -65,23 +65,21 @@ pub fn minor_accepted(peer_minor: u32, our_minor: u32) -> bool {
     peer_minor.saturating_add(1) >= our_minor
 }
 
-/// Checks a peer's handshake against ours; `Err` is the reason to refuse (logged by both sides).
-/// `cluster_version` is the finalized cluster version this node has applied: a binary that
-/// cannot run it is refused (it would be a rolled-back node after finalization).
+/// Checks a peer's handshake against ours; `Err` is the reason to refuse (logged by both sides),
+/// `Ok` what the peer's binary supports. `cluster_version` is the finalized cluster version this
+/// node has applied (`version::check_peer`).
 pub fn check_hello(
     h: &Hello,
     cluster_id: &str,
     my_id: u64,
     cluster_version: u32,
-) -> Result<(), String> {
-    let peer_max = crate::version::announced_max(h.cluster_version_max);
-    if peer_max < cluster_version {
-        return Err(format!(
-            "peer binary supports cluster version up to {peer_max}, but the cluster finalized \
-             version {cluster_version}: run the newer binary on node {}",
-            h.node_id
-        ));
-    }
+) -> Result<crate::version::PeerVersion, String> {
+    let peer = crate::version::check_peer(
+        h.node_id,
+        h.version_minor,
+        h.cluster_version_max,
+        cluster_version,
+    )?;
     if h.version_major != PROTOCOL_MAJOR {
         return Err(format!(
             "incompatible protocol version {}.{} (this node speaks {}.{}; majors must match)",
@@ -120,7 +118,7 @@ pub fn check_hello(
     if h.lane != LANE_PRIORITY && h.lane != LANE_BULK {
         return Err(format!("unknown lane {}", h.lane));
     }
-    Ok(())
+    Ok(peer)
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
